@@ -1,0 +1,1 @@
+"""Talk: rooms, messages, attachments, file-type policy and talk logs (built by the talk issue)."""

@@ -1,0 +1,1 @@
+"""Settings: `base` reads every value from the environment; `production` and `test` only change defaults."""

@@ -1,0 +1,273 @@
+"""All settings, read from the environment with documented defaults (see `.env.example`).
+
+With no environment at all this is the embedded default: SQLite in the state directory, Channels'
+in-memory layer, Celery tasks run in-process, e-mail printed to the console, VAPID keys generated on
+first run. Setting DATABASE_URL, REDIS_URL, EMAIL_URL and the VAPID keys turns it into production.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+from config.env import (
+    email_settings,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+    generated_secret,
+    state_dir,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+STATE_DIR = state_dir()
+
+SECRET_KEY = env_str("SECRET_KEY") or generated_secret("secret_key")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Public base URL used in links that leave the site (e-mails, push notifications).
+SITE_URL = env_url("SITE_URL", "http://127.0.0.1:8000", ("http", "https")).rstrip("/")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "axes",
+    "channels",
+    "directory",
+    "consumers",
+    "chat",
+    "safety",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "directory.middleware.person_language_middleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------------
+DATABASE_URL = env_url(
+    "DATABASE_URL", f"sqlite:///{STATE_DIR / 'db.sqlite3'}", ("sqlite", "postgres", "postgresql", "pgsql")
+)
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0))
+    }
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded database is shared by daphne's threads and in-process tasks; wait instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, Celery broker, cache ---------------------------------------------------------
+REDIS_URL = env_url("REDIS_URL", "", ("redis", "rediss", "unix"))
+# Extra channel-layer hosts to shard groups over (comma-separated); channels-redis has no Redis Cluster.
+CHANNEL_REDIS_URLS = env_list("CHANNEL_REDIS_URLS", [REDIS_URL] if REDIS_URL else [])
+CHANNEL_REDIS_MAX_CONNECTIONS = env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 1000, minimum=10)
+CHANNEL_REDIS_PREFIX = env_str("CHANNEL_REDIS_PREFIX", "asgi")
+
+if CHANNEL_REDIS_URLS:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": url,
+                        # redis-py 8 closes idle sockets after its default timeout; a WebSocket may idle for hours.
+                        "socket_timeout": None,
+                        # Sized for bursts of connects: every group_add borrows a connection at once.
+                        "max_connections": CHANNEL_REDIS_MAX_CONNECTIONS,
+                    }
+                    for url in CHANNEL_REDIS_URLS
+                ],
+                "prefix": CHANNEL_REDIS_PREFIX,
+                "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=10),
+                "expiry": 60,
+                "group_expiry": 86400,
+            },
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery ---------------------------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+# Without a broker the embedded default runs every task in-process, at the moment it is queued.
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
+CELERY_TASK_EAGER_PROPAGATES = env_bool("CELERY_TASK_EAGER_PROPAGATES", False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)}
+CELERY_BEAT_SCHEDULE = {
+    "outbox-relay": {"task": "consumers.tasks.outbox_relay", "schedule": 5.0},
+    "outbox-prune": {"task": "consumers.tasks.outbox_prune", "schedule": 3600.0},
+}
+
+# --- Auth, accounts, lockout ----------------------------------------------------------------------------
+AUTH_USER_MODEL = "directory.User"
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "directory.auth.OrganisationLoginBackend",
+]
+# The login ID is unique per organisation, not site-wide; our backend authenticates on (organisation, login ID).
+SILENCED_SYSTEM_CHECKS = ["auth.W004"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600, minimum=300)
+LOGIN_URL = "/"
+# Organisation settings pages ask for the password again after this long ("sudo mode").
+SUDO_MODE_SECONDS = env_int("SUDO_MODE_SECONDS", 15 * 60, minimum=60)
+
+# django-axes: ten failures for one (organisation:login ID, client) pair lock that pair; a client that fails
+# across many IDs is locked after AXES_CLIENT_FAILURE_LIMIT. Never by login ID alone, so a stranger cannot
+# lock out a crisis manager on a disaster day.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10, minimum=3)
+AXES_CLIENT_FAILURE_LIMIT = env_int("AXES_CLIENT_FAILURE_LIMIT", 50, minimum=AXES_FAILURE_LIMIT)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_HANDLER = "directory.auth.LockoutHandler"
+AXES_USERNAME_CALLABLE = "directory.auth.lockout_username"
+AXES_LOCKOUT_CALLABLE = "directory.auth.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False
+# How many reverse proxies in front of daphne append to X-Forwarded-For. 0 trusts only the socket address,
+# so a client cannot dodge the lockout by sending its own X-Forwarded-For.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5)
+AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if TRUSTED_PROXY_COUNT else ("REMOTE_ADDR",)
+)
+
+# --- Sessions and security headers ----------------------------------------------------------------------
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=300)
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = False
+if TRUSTED_PROXY_COUNT:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Languages ------------------------------------------------------------------------------------------
+LANGUAGE_CODE = env_choice("LANGUAGE_CODE", "ja", ("ja", "en"))
+LANGUAGES = [("ja", _("Japanese")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env_str("TIME_ZONE", "Asia/Tokyo")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files and uploads ---------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or STATE_DIR / "static")
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Serve straight from the apps when collectstatic has not run (the embedded default).
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": Path(env_str("MEDIA_ROOT") or STATE_DIR / "media")},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+LOGO_MAX_BYTES = 512 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024, minimum=1024)
+
+# --- E-mail ---------------------------------------------------------------------------------------------
+for _key, _value in email_settings("EMAIL_URL", "console://").items():
+    globals()[_key] = _value
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Tsunagu <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- Web push -------------------------------------------------------------------------------------------
+VAPID_SUBJECT = env_url("VAPID_SUBJECT", "mailto:admin@localhost", ("mailto", "https"))
+VAPID_PRIVATE_KEY = env_str("VAPID_PRIVATE_KEY")
+VAPID_PUBLIC_KEY = env_str("VAPID_PUBLIC_KEY")
+PUSH_DEFAULT_TTL = env_int("PUSH_DEFAULT_TTL", 24 * 3600, minimum=0, maximum=28 * 24 * 3600)
+PUSH_ALLOW_LOOPBACK_HTTP = env_bool("PUSH_ALLOW_LOOPBACK_HTTP", False)
+PUSH_CONCURRENCY = env_int("PUSH_CONCURRENCY", 50, minimum=1, maximum=1000)
+
+# --- Live events ----------------------------------------------------------------------------------------
+# How long published events are held for clients that reconnect and ask for what they missed.
+EVENT_RETENTION_HOURS = env_int("EVENT_RETENTION_HOURS", 24, minimum=1)
+# A reconnecting client further behind than this gets a snapshot instead of a replay.
+EVENT_REPLAY_LIMIT = env_int("EVENT_REPLAY_LIMIT", 200, minimum=1)
+
+# --- API ------------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Logging --------------------------------------------------------------------------------------------
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"axes": {"level": "WARNING"}},
+}

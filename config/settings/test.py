@@ -1,0 +1,19 @@
+"""Test profile: the base settings as the environment gives them, made fast and loud.
+
+PostgreSQL and Redis are used when DATABASE_URL / REDIS_URL are set (always in CI), else the embedded default.
+"""
+
+import os
+
+os.environ.setdefault("STATE_DIR", os.path.join(os.path.dirname(__file__), "..", "..", ".state-test"))
+
+from .base import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+PUSH_ALLOW_LOOPBACK_HTTP = True
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# A private prefix so a test run never sees another process's channel-layer traffic.
+if CHANNEL_REDIS_URLS:  # noqa: F405
+    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"test{os.getpid()}"  # noqa: F405

@@ -1,0 +1,39 @@
+from django.urls import include, path
+
+from consumers.api import PushSubscriptionApi
+from directory import api as directory_api
+from frontend import views
+
+slug = "<str:slug>"
+
+api_patterns = [
+    path("me/", directory_api.MeApi.as_view(), name="api-me"),
+    path("me/password/", directory_api.PasswordApi.as_view(), name="api-password"),
+    path("sudo/", directory_api.SudoApi.as_view(), name="api-sudo"),
+    path("organization/", directory_api.OrganizationSettingsApi.as_view(), name="api-organization"),
+    path("notices/", directory_api.NoticeApi.as_view(), name="api-notices"),
+    path("push/key/", directory_api.PushKeyApi.as_view(), name="api-push-key"),
+    path("push/subscriptions/", PushSubscriptionApi.as_view(), name="api-push-subscriptions"),
+]
+
+urlpatterns = [
+    path("", views.find_organization, name="find"),
+    path("healthz", views.healthz, name="healthz"),
+    path("sw.js", views.service_worker, name="service-worker"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path(f"{slug}/api/", include(api_patterns)),
+    path(f"{slug}/", views.login, name="login"),
+    path(f"{slug}/logout/", views.logout, name="logout"),
+    path(f"{slug}/home/", views.home, name="home"),
+    path(f"{slug}/profile/", views.profile, name="profile"),
+    path(f"{slug}/password/", views.password_change, name="password-change"),
+    path(f"{slug}/password/reset/", views.password_reset, name="password-reset"),
+    path(f"{slug}/password/reset/<str:uidb64>/<str:token>/", views.password_reset_confirm, name="password-reset-confirm"),
+    path(f"{slug}/sudo/", views.sudo, name="sudo"),
+    path(f"{slug}/settings/", views.organization_settings, name="settings"),
+    path(f"{slug}/help/", views.help_page, name="help"),
+    path(f"{slug}/logo", views.logo, name="logo"),
+    path(f"{slug}/manifest.webmanifest", views.manifest, name="manifest"),
+]
+
+handler404 = "frontend.views.not_found"

@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class ConsumersConfig(AppConfig):
+    name = "consumers"
+
+    def ready(self) -> None:
+        # Check the VAPID environment at start-up so a bad key stops the service with its variable's name.
+        from consumers.vapid import vapid_keys
+
+        vapid_keys()

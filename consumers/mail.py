@@ -1,0 +1,67 @@
+"""E-mail delivery: one SMTP connection per batch, a plain-text part always, each in its reader's language."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypedDict
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.utils import translation
+
+
+class MailDict(TypedDict):
+    to: list[str]
+    subject: str
+    body: str
+    html: str | None
+    language: str
+
+
+@dataclass(frozen=True)
+class MailMessage:
+    to: list[str]
+    subject: str
+    body: str
+    html: str | None = None
+    language: str = "ja"
+
+    def as_dict(self) -> MailDict:
+        return MailDict(**asdict(self))  # type: ignore[typeddict-item]
+
+
+def mail_send_batch(messages: Sequence[MailMessage]) -> int:
+    """Send every message over one connection. Returns the number sent."""
+    if not messages:
+        return 0
+    connection = get_connection()
+    emails = []
+    for message in messages:
+        email = EmailMultiAlternatives(
+            subject=message.subject.replace("\n", " ").strip(),
+            body=message.body,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=message.to,
+            connection=connection,
+            headers={"Content-Language": message.language, "Auto-Submitted": "auto-generated"},
+        )
+        if message.html:
+            email.attach_alternative(message.html, "text/html")
+        emails.append(email)
+    return connection.send_messages(emails) or 0
+
+
+def mail_for_people(
+    people: Iterable[Any], render: Callable[[Any], tuple[str, str]], *, extra_addresses: bool = True
+) -> list[MailMessage]:
+    """One message per person with an address, rendered (subject, body) in that person's language."""
+    messages = []
+    for person in people:
+        to = [a for a in (person.email, person.email2 if extra_addresses else "") if a]
+        if not to:
+            continue
+        with translation.override(person.language or settings.LANGUAGE_CODE):
+            subject, body = render(person)
+        messages.append(MailMessage(to=to, subject=subject, body=body, language=person.language))
+    return messages

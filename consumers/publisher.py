@@ -1,0 +1,159 @@
+"""The one place that publishes events: to channel-layer groups, and to web push where an event asks.
+
+Services call `publish_on_commit(group, event_type, data, push=...)` inside their transaction. The event is
+written to the outbox in that same transaction with the stream's next sequence number, so it commits or
+rolls back with the change. After commit it is relayed at once; if the process dies first, the
+`outbox_relay` beat task relays it. Clients drop a sequence number they have already seen, so a second relay
+is harmless, and the push task claims each event once.
+
+Ephemeral events (typing, progress bars) carry no sequence number and are sent at once with `publish_now`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from consumers.models import OutboxEvent, Stream
+
+logger = logging.getLogger(__name__)
+
+Urgency = Literal["very-low", "low", "normal", "high"]
+
+
+class Notification(TypedDict, total=False):
+    title: str
+    body: str
+    url: str
+    tag: str
+
+
+class PushRequest(TypedDict):
+    user_ids: list[int]
+    notification: Notification
+    ttl: int
+    urgency: Urgency
+
+
+def push_request(
+    user_ids: Iterable[int],
+    *,
+    title: str,
+    body: str = "",
+    url: str = "",
+    tag: str = "",
+    ttl: int | None = None,
+    urgency: Urgency = "normal",
+) -> PushRequest:
+    notification: Notification = {"title": title, "body": body, "url": url}
+    if tag:
+        notification["tag"] = tag
+    return {
+        "user_ids": sorted(set(user_ids)),
+        "notification": notification,
+        "ttl": settings.PUSH_DEFAULT_TTL if ttl is None else ttl,
+        "urgency": urgency,
+    }
+
+
+def wire_frame(*, stream: str, seq: int, event_type: str, data: Mapping[str, Any]) -> str:
+    """The frame a socket receives, encoded once per event rather than once per socket."""
+    return json.dumps(
+        {"type": "event", "stream": stream, "seq": seq, "event": event_type, "data": data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _next_seq(group: str) -> int:
+    # UPDATE takes the row lock until commit: writers to one stream serialise, so seq follows commit order.
+    if not Stream.objects.filter(key=group).update(last_seq=F("last_seq") + 1):
+        try:
+            with transaction.atomic():
+                Stream.objects.create(key=group, last_seq=1)
+            return 1
+        except IntegrityError:
+            Stream.objects.filter(key=group).update(last_seq=F("last_seq") + 1)
+    return Stream.objects.filter(key=group).values_list("last_seq", flat=True).get()
+
+
+def publish_on_commit(
+    group: str, event_type: str, data: Mapping[str, Any], *, push: PushRequest | None = None
+) -> OutboxEvent:
+    """Record an event for `group` in the caller's transaction and relay it after commit."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("publish_on_commit must be called inside transaction.atomic")
+    event = OutboxEvent.objects.create(
+        stream=group, seq=_next_seq(group), type=event_type, data=dict(data), push=dict(push) if push else None
+    )
+    transaction.on_commit(lambda: relay([event]))
+    return event
+
+
+def relay(events: Sequence[OutboxEvent]) -> None:
+    """Send committed outbox events to their groups, queue their pushes, and mark them published."""
+    layer = get_channel_layer()
+    for event in events:
+        message = {
+            "type": "stream.event",
+            "stream": event.stream,
+            "seq": event.seq,
+            "text": wire_frame(stream=event.stream, seq=event.seq, event_type=event.type, data=event.data),
+        }
+        try:
+            async_to_sync(layer.group_send)(event.stream, message)
+        except Exception:
+            # The beat relay will try again; clients that reconnect replay from the outbox meanwhile.
+            logger.exception("channel layer send failed for %s#%s", event.stream, event.seq)
+            continue
+        if event.push:
+            from consumers.tasks import push_event
+
+            push_event.delay(event.id)
+        OutboxEvent.objects.filter(id=event.id, published_at__isnull=True).update(published_at=timezone.now())
+
+
+def relay_pending(*, older_than: timedelta = timedelta(seconds=2), limit: int = 500) -> int:
+    """Relay events a dead process committed but never sent. Returns how many were relayed."""
+    cutoff = timezone.now() - older_than
+    pending = list(
+        OutboxEvent.objects.filter(published_at__isnull=True, created_at__lt=cutoff).order_by("id")[:limit]
+    )
+    relay(pending)
+    return len(pending)
+
+
+def events_since(group: str, last_seq: int, *, limit: int) -> list[OutboxEvent] | None:
+    """The held events after `last_seq`, in order, or None when some are no longer held (send a snapshot)."""
+    current = stream_seq(group)
+    if last_seq > current:
+        return None
+    if current - last_seq > limit:
+        return None
+    events = list(OutboxEvent.objects.filter(stream=group, seq__gt=last_seq, seq__lte=current).order_by("seq"))
+    if len(events) != current - last_seq:
+        return None
+    return events
+
+
+def stream_seq(group: str) -> int:
+    return Stream.objects.filter(key=group).values_list("last_seq", flat=True).first() or 0
+
+
+def publish_now(group: str, event_type: str, data: Mapping[str, Any]) -> None:
+    """Send an ephemeral event (no sequence number, not held) straight away, committed or not."""
+    text = json.dumps({"type": "event", "stream": group, "seq": None, "event": event_type, "data": data},
+                      ensure_ascii=False, separators=(",", ":"))
+    async_to_sync(get_channel_layer().group_send)(
+        group, {"type": "stream.event", "stream": group, "seq": None, "text": text}
+    )

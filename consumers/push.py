@@ -1,0 +1,135 @@
+"""Web push: subscriptions, and sending a notification to people through the batch sender in webpush.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from config.errors import ApplicationError
+from consumers.models import PushSubscription
+from consumers.vapid import vapid_keys
+from consumers.webpush import PushMessage, PushOutcome, PushTarget, send_batch
+
+logger = logging.getLogger(__name__)
+
+MAX_SUBSCRIPTIONS_PER_PERSON = 20
+
+
+def _b64url_ok(value: Any, *, length: int) -> bool:
+    import base64
+
+    if not isinstance(value, str) or not value or len(value) > 200:
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        return False
+    return len(raw) == length
+
+
+def _endpoint_allowed(endpoint: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    # Plain http only to this machine, and only where allowed (tests run a local push service).
+    return bool(
+        settings.PUSH_ALLOW_LOOPBACK_HTTP and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
+    )
+
+
+@transaction.atomic
+def subscription_upsert(*, user: Any, endpoint: str, p256dh: str, auth: str, user_agent: str = "") -> PushSubscription:
+    """Save this browser's subscription for `user`. A browser that changes hands moves to its new owner."""
+    if not isinstance(endpoint, str) or not _endpoint_allowed(endpoint):
+        raise ApplicationError("The push endpoint must be an https URL.", code="bad_endpoint")
+    if len(endpoint) > 2048:
+        raise ApplicationError("The push endpoint is too long.", code="bad_endpoint")
+    if not _b64url_ok(p256dh, length=65) or not _b64url_ok(auth, length=16):
+        raise ApplicationError("The subscription keys are not valid.", code="bad_keys")
+    if PushSubscription.objects.filter(user=user).exclude(endpoint=endpoint).count() >= MAX_SUBSCRIPTIONS_PER_PERSON:
+        raise ApplicationError("Too many devices subscribed; remove one first.", code="too_many_devices")
+    subscription, _ = PushSubscription.objects.update_or_create(
+        endpoint=endpoint,
+        defaults={
+            "user": user,
+            "p256dh": p256dh,
+            "auth": auth,
+            "user_agent": user_agent[:300],
+            "vapid_public_key": vapid_keys().public,
+            "failure_count": 0,
+            "retry_after": None,
+        },
+    )
+    return subscription
+
+
+def subscription_delete(*, user: Any, endpoint: str | None = None, subscription_id: int | None = None) -> int:
+    query = PushSubscription.objects.filter(user=user)
+    if endpoint is not None:
+        query = query.filter(endpoint=endpoint)
+    elif subscription_id is not None:
+        query = query.filter(id=subscription_id)
+    else:
+        return 0
+    deleted, _ = query.delete()
+    return deleted
+
+
+def push_send(*, subscription_ids: Sequence[int], notification: dict[str, Any], ttl: int, urgency: str) -> list[int]:
+    """Send one notification to these subscriptions now. Returns the ids to retry later (429)."""
+    now = timezone.now()
+    subscriptions = list(
+        PushSubscription.objects.filter(id__in=subscription_ids).filter(Q(retry_after__isnull=True) | Q(retry_after__lte=now))
+    )
+    if not subscriptions:
+        return []
+    keys = vapid_keys()
+    targets = [PushTarget(id=s.id, endpoint=s.endpoint, p256dh=s.p256dh, auth=s.auth) for s in subscriptions]
+    message = PushMessage(payload=notification, ttl=ttl, urgency=urgency)  # type: ignore[arg-type]
+    outcomes = send_batch(
+        targets,
+        message,
+        vapid_private_key=keys.private,
+        vapid_subject=settings.VAPID_SUBJECT,
+        concurrency=settings.PUSH_CONCURRENCY,
+    )
+    return _record_outcomes(outcomes)
+
+
+def _record_outcomes(outcomes: Sequence[PushOutcome]) -> list[int]:
+    now = timezone.now()
+    ok = [o.target_id for o in outcomes if o.ok]
+    gone = [o.target_id for o in outcomes if o.gone]
+    retry = [o for o in outcomes if o.status == 429]
+    failed = [o.target_id for o in outcomes if not o.ok and not o.gone and o.status != 429]
+    if ok:
+        PushSubscription.objects.filter(id__in=ok).update(last_success_at=now, failure_count=0)
+    if gone:
+        # The push service says the browser unsubscribed or the subscription expired.
+        PushSubscription.objects.filter(id__in=gone).delete()
+    for outcome in retry:
+        PushSubscription.objects.filter(id=outcome.target_id).update(
+            retry_after=now + timedelta(seconds=outcome.retry_after or 60)
+        )
+    if failed:
+        PushSubscription.objects.filter(id__in=failed).update(
+            last_failure_at=now, failure_count=F("failure_count") + 1
+        )
+        for outcome in outcomes:
+            if outcome.target_id in failed:
+                logger.warning("push to subscription %s failed: %s %s", outcome.target_id, outcome.status, outcome.error)
+    return [o.target_id for o in retry]
+
+
+def push_payload(notification: dict[str, Any]) -> str:
+    return json.dumps(notification, ensure_ascii=False)

@@ -1,0 +1,44 @@
+"""Which streams a socket may subscribe to, who may read each, and how to snapshot it.
+
+A stream name is `<kind>.<key>` and is also the channel-layer group name. Each app declares its own
+access and snapshot functions in its `events.py`; they are listed here explicitly, not discovered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.http import Http404
+
+from directory import events as directory_events
+from directory.models import User
+
+STREAM_RE = re.compile(r"^([a-z]+)\.([0-9A-Za-z_-]{1,64})$")
+
+
+@dataclass(frozen=True)
+class StreamKind:
+    # Returns the group name, or raises Http404 when the person may not read it (same rule as REST).
+    access: Callable[[User, str], str]
+    snapshot: Callable[[User, str], dict[str, object]]
+
+
+STREAM_KINDS: dict[str, StreamKind] = {
+    "org": StreamKind(directory_events.org_stream_access, directory_events.org_stream_snapshot),
+    "user": StreamKind(directory_events.user_stream_access, directory_events.user_stream_snapshot),
+}
+
+
+def stream_access(user: User, stream: str) -> tuple[str, StreamKind]:
+    match = STREAM_RE.match(stream) if isinstance(stream, str) else None
+    if not match or match.group(1) not in STREAM_KINDS:
+        raise Http404
+    kind = STREAM_KINDS[match.group(1)]
+    return kind.access(user, match.group(2)), kind
+
+
+def default_streams(user: User) -> list[str]:
+    """The streams every page of the PWA follows."""
+    return [directory_events.user_group(user.id), directory_events.org_group(user.organization_id)]

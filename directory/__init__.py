@@ -1,0 +1,1 @@
+"""Organisations, departments, people and roles; sign-in; TSV import/export (directory issue)."""

@@ -1,0 +1,180 @@
+"""Organisations (tenants), departments, people and their roles.
+
+Every row that belongs to a customer hangs off an Organisation; login IDs are unique within one, not across
+the site.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.translation import gettext_lazy as _
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
+# Paths at the site's root that can never be an organisation's slug.
+RESERVED_SLUGS = frozenset(
+    {"static", "media", "api", "ws", "admin", "healthz", "sw.js", "manifest.webmanifest", "find", "i18n", "help"}
+)
+
+
+class Role(models.TextChoices):
+    """Roles within one organisation; the values are the PRIVILEGES names of the directory TSV."""
+
+    SYSTEM_ADMIN = "SYSTEM_ADMIN", _("System administrator")
+    CRISIS_MANAGER = "CRISIS_MANAGER", _("Crisis manager")
+    MANAGER = "MANAGER", _("Manager")
+    DEPARTMENT_MANAGER = "DEPARTMENT_MANAGER", _("Department manager")
+    ADMIN_GOTALK = "ADMIN_GOTALK", _("Talk administrator")
+    ADMIN_ANPI = "ADMIN_ANPI", _("Safety administrator")
+
+
+class Language(models.TextChoices):
+    JA = "ja", "日本語"
+    EN = "en", "English"
+
+
+def logo_upload_to(instance: Organization, filename: str) -> str:
+    return f"logos/{instance.slug}/{timezone.now():%Y%m%d%H%M%S}-{filename[-40:]}"
+
+
+class Organization(models.Model):
+    slug = models.CharField(
+        max_length=50,
+        unique=True,
+        validators=[RegexValidator(SLUG_RE, _("Lower-case letters, digits and hyphens only."))],
+    )
+    name = models.CharField(max_length=100)
+    logo = models.FileField(upload_to=logo_upload_to, blank=True)
+    logo_content_type = models.CharField(max_length=50, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Department(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="departments")
+    code = models.CharField(max_length=64)
+    name = models.CharField(max_length=100)
+    name_kana = models.CharField(max_length=200, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    sort_order = models.IntegerField(default=0)
+    phone_number = models.CharField(max_length=30, blank=True)
+    email = models.EmailField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "code"], name="department_code_unique")]
+        ordering = ["sort_order", "code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+
+class UserManager(BaseUserManager["User"]):
+    def create_user(
+        self, *, organization: Organization, login_id: str, password: str | None = None, **fields: Any
+    ) -> User:
+        user = self.model(organization=organization, login_id=login_id, **fields)
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.save(using=self._db)
+        return user
+
+
+class User(AbstractBaseUser):
+    """A person in one organisation's directory, who may sign in."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="people")
+    login_id = models.CharField(max_length=254)
+    last_name = models.CharField(max_length=50)
+    first_name = models.CharField(max_length=50, blank=True)
+    last_name_kana = models.CharField(max_length=100, blank=True)
+    first_name_kana = models.CharField(max_length=100, blank=True)
+    department = models.ForeignKey(
+        Department, null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
+    )
+    position = models.CharField(max_length=100, blank=True)
+    email = models.EmailField(blank=True)
+    email2 = models.EmailField(blank=True)
+    phone_number = models.CharField(max_length=30, blank=True)
+    mobile_phone_number = models.CharField(max_length=30, blank=True)
+    extension_number = models.CharField(max_length=20, blank=True)
+    region_code = models.CharField(max_length=2, blank=True)
+    talk_available = models.BooleanField(default=False)
+    # Safety-confirmation ID: people without one are not counted against that licence and never dispatched to.
+    anpi_login_id = models.CharField(max_length=32, null=True, blank=True)
+    language = models.CharField(max_length=2, choices=Language.choices, default=Language.JA)
+    is_active = models.BooleanField(default=True)
+    # Set for one-time and initial passwords: the person must choose their own before anything else.
+    must_change_password = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
+
+    USERNAME_FIELD = "login_id"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "login_id"], name="user_login_id_unique"),
+            models.UniqueConstraint(
+                fields=["organization", "anpi_login_id"],
+                condition=Q(anpi_login_id__isnull=False),
+                name="user_anpi_login_id_unique",
+            ),
+        ]
+        ordering = ["last_name_kana", "first_name_kana", "login_id"]
+
+    if TYPE_CHECKING:
+        role_assignments: models.Manager[RoleAssignment]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}:{self.login_id}"
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.last_name} {self.first_name}".strip() or self.login_id
+
+    @cached_property
+    def roles(self) -> frozenset[Role]:
+        return frozenset(Role(r) for r in self.role_assignments.values_list("role", flat=True))
+
+    def has_role(self, *roles: Role) -> bool:
+        return any(role in self.roles for role in roles)
+
+
+class RoleAssignment(models.Model):
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="role_assignments")
+    role = models.CharField(max_length=20, choices=Role.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "role"], name="role_assignment_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.role}"
+
+
+class Notice(models.Model):
+    """An organisation-wide notice (お知らせ) posted by an administrator; it streams to every home page."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="notices")
+    author = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    title = models.CharField(max_length=200)
+    body = models.TextField(max_length=5000, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title

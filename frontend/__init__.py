@@ -1,0 +1,1 @@
+"""The PWA: page views, templates, ES modules, the service worker and the manifest."""

@@ -1,0 +1,193 @@
+// The PWA shell: the live connection (with reconnect, sequence tracking and snapshots), the connection
+// banner, the service worker, and web push subscription. No build step; served as an ES module.
+
+const body = document.body;
+const org = body.dataset.org;
+
+function csrfToken() {
+  const m = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+export async function api(path, { method = "GET", data } = {}) {
+  const response = await fetch(`/${org}/api/${path}`, {
+    method,
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    body: data === undefined ? undefined : JSON.stringify(data),
+  });
+  const json = await response.json().catch(() => ({}));
+  if (!response.ok) throw Object.assign(new Error(json.message || response.statusText), { status: response.status, body: json });
+  return json;
+}
+
+// --- Connection banner -------------------------------------------------------------------------------
+const banner = document.getElementById("connection");
+let hideTimer = null;
+function showConnection(state) {
+  if (!banner) return;
+  body.dataset.connection = state;
+  clearTimeout(hideTimer);
+  const reconnecting = banner.querySelector('[data-state="reconnecting"]');
+  const back = banner.querySelector('[data-state="back"]');
+  if (state === "reconnecting") {
+    banner.hidden = false;
+    banner.classList.remove("connection-ok");
+    reconnecting.hidden = false;
+    back.hidden = true;
+  } else if (state === "open" && !banner.hidden) {
+    banner.classList.add("connection-ok");
+    reconnecting.hidden = true;
+    back.hidden = false;
+    hideTimer = setTimeout(() => { banner.hidden = true; }, 2000);
+  }
+}
+
+// --- Live connection ---------------------------------------------------------------------------------
+const handlers = {};
+export function onEvent(type, fn) { (handlers[type] ||= []).push(fn); }
+function emit(type, payload) {
+  for (const fn of handlers[type] || []) fn(payload);
+  document.dispatchEvent(new CustomEvent("live", { detail: payload }));
+}
+
+export class Live {
+  constructor(streams) {
+    this.streams = streams;
+    this.seq = {};                 // stream -> last sequence number applied
+    this.attempt = 0;
+    this.closedForGood = false;
+    this.everOpened = false;
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/${org}/ws/`);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempt = 0;
+      if (this.everOpened) showConnection("open");
+      this.everOpened = true;
+      body.dataset.live = "open";
+      for (const stream of this.streams) this.subscribe(stream);
+      clearInterval(this.pinger);
+      this.pinger = setInterval(() => this.send({ type: "ping" }), 25000);
+    };
+    ws.onmessage = (e) => this.receive(JSON.parse(e.data));
+    ws.onclose = (e) => {
+      clearInterval(this.pinger);
+      body.dataset.live = "closed";
+      if (e.code === 4401) { location.href = `/${org}/?next=${encodeURIComponent(location.pathname)}`; return; }
+      if (e.code === 4404 || this.closedForGood) return;
+      showConnection("reconnecting");
+      // Back off with jitter so a restarted server isn't hit by every client at once.
+      const delay = Math.min(30000, 500 * 2 ** this.attempt++) * (0.5 + Math.random() / 2);
+      setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  send(frame) { if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame)); }
+
+  subscribe(stream) {
+    const last = this.seq[stream];
+    this.send({ type: "subscribe", stream, last_seq: last === undefined ? null : last });
+  }
+
+  receive(frame) {
+    if (frame.type === "snapshot") {
+      this.seq[frame.stream] = frame.seq;
+      emit(`snapshot:${frame.stream.split(".")[0]}`, frame);
+    } else if (frame.type === "event") {
+      if (frame.seq !== null) {
+        const last = this.seq[frame.stream] ?? 0;
+        if (frame.seq <= last) return;                       // seen already
+        if (frame.seq > last + 1) { this.subscribe(frame.stream); return; }  // a gap: ask for what we missed
+        this.seq[frame.stream] = frame.seq;
+      }
+      emit(frame.event, frame);
+    } else if (frame.type === "error") {
+      console.warn("live:", frame.code, frame.message);
+    }
+    emit(`frame:${frame.type}`, frame);
+  }
+}
+
+// --- Home page: notices ------------------------------------------------------------------------------
+function renderNotice(n) {
+  const li = document.createElement("li");
+  li.className = "notice notice-new";
+  li.dataset.id = n.id;
+  const title = document.createElement("strong");
+  title.className = "notice-title";
+  title.textContent = n.title;
+  li.append(title);
+  if (n.body) {
+    const p = document.createElement("p");
+    p.className = "notice-body";
+    p.textContent = n.body;
+    li.append(p);
+  }
+  const time = document.createElement("time");
+  time.dateTime = n.created_at;
+  time.textContent = new Date(n.created_at).toLocaleString(document.documentElement.lang);
+  li.append(time);
+  return li;
+}
+
+function addNotice(n) {
+  const list = document.getElementById("notices");
+  if (!list || list.querySelector(`[data-id="${n.id}"]`)) return;
+  document.getElementById("notices-empty")?.remove();
+  list.prepend(renderNotice(n));
+}
+
+onEvent("notice.posted", (frame) => addNotice(frame.data));
+onEvent("snapshot:org", (frame) => {
+  for (const n of [...frame.data.notices].reverse()) addNotice(n);
+});
+
+// --- Service worker and push -------------------------------------------------------------------------
+function b64ToBytes(b64) {
+  const s = atob(b64.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (b64.length % 4)) % 4));
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+
+export async function enablePush(key) {
+  const status = document.getElementById("push-status");
+  try {
+    if (!("serviceWorker" in navigator) || !("PushManager" in window)) throw new Error("unsupported");
+    const permission = await Notification.requestPermission();
+    if (permission !== "granted") throw new Error("denied");
+    const registration = await navigator.serviceWorker.ready;
+    const subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64ToBytes(key) });
+    const json = subscription.toJSON();
+    await api("push/subscriptions/", { method: "POST", data: { endpoint: json.endpoint, keys: json.keys } });
+    if (status) status.textContent = status.dataset.on || "✓";
+    location.reload();
+  } catch (err) {
+    if (status) status.textContent = `${status.dataset.failed || "✗"} (${err.message})`;
+  }
+}
+
+function setUpProfile() {
+  const section = document.getElementById("push");
+  if (!section) return;
+  document.getElementById("push-enable")?.addEventListener("click", () => enablePush(section.dataset.vapidKey));
+  section.addEventListener("click", async (e) => {
+    const id = e.target.dataset?.remove;
+    if (!id) return;
+    await api("push/subscriptions/", { method: "DELETE", data: { id: Number(id) } });
+    e.target.closest("li").remove();
+  });
+}
+
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((err) => console.warn("service worker:", err));
+}
+
+if (body.dataset.streams) {
+  const live = new Live(JSON.parse(body.dataset.streams));
+  window.tsunagu = { live, onEvent, api };
+  live.connect();
+}
+setUpProfile();

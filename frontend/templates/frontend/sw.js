@@ -1,0 +1,62 @@
+// Service worker: caches the app shell, shows web push notifications and opens them.
+const CACHE = "shell-v1";
+const SHELL = [{% for url in shell %}"{{ url|escapejs }}",{% endfor %}];
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(
+    caches.keys().then((keys) => Promise.all(keys.filter((k) => k !== CACHE).map((k) => caches.delete(k))))
+      .then(() => self.clients.claim()),
+  );
+});
+
+self.addEventListener("fetch", (event) => {
+  const url = new URL(event.request.url);
+  if (event.request.method !== "GET" || url.origin !== location.origin) return;
+  if (url.pathname.startsWith("/static/")) {
+    // Static files: cache first, refreshed in the background.
+    event.respondWith(
+      caches.match(event.request).then((hit) => {
+        const fresh = fetch(event.request).then((res) => {
+          if (res.ok) caches.open(CACHE).then((c) => c.put(event.request, res.clone()));
+          return res;
+        });
+        return hit || fresh;
+      }),
+    );
+  } else if (event.request.mode === "navigate") {
+    // Pages: always the network (they are personal), the cached page only when offline.
+    event.respondWith(
+      fetch(event.request).then((res) => {
+        if (res.ok) { const copy = res.clone(); caches.open(CACHE).then((c) => c.put(event.request, copy)); }
+        return res;
+      }).catch(() => caches.match(event.request).then((hit) => hit || new Response(
+        "<!doctype html><meta charset=utf-8><title>Offline</title><p>オフラインです / You are offline.</p>",
+        { headers: { "Content-Type": "text/html; charset=utf-8" } },
+      ))),
+    );
+  }
+});
+
+self.addEventListener("push", (event) => {
+  let data = {};
+  try { data = event.data ? event.data.json() : {}; } catch (e) { data = { title: event.data.text() }; }
+  event.waitUntil(self.registration.showNotification(data.title || "Tsunagu", {
+    body: data.body || "",
+    tag: data.tag || undefined,
+    data: { url: data.url || "/" },
+    icon: "{{ shell.2|escapejs }}",
+  }));
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const url = (event.notification.data && event.notification.data.url) || "/";
+  event.waitUntil(self.clients.matchAll({ type: "window" }).then((windows) => {
+    for (const w of windows) if (new URL(w.url).pathname === url) return w.focus();
+    return self.clients.openWindow(url);
+  }));
+});

@@ -1,0 +1,1 @@
+"""Safety confirmation: incidents, dispatch, answers, tallies, instructions; jma/ for the feed (later issues)."""

@@ -1,0 +1,137 @@
+"""Real services for tests: which are configured, and starting our own daphne and Celery processes.
+
+Outside CI a test that needs an absent service skips with a reason that says how to get it; in CI
+(CI=true) the services must be there, and a missing one fails the run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_redis() -> str:
+    url = os.environ.get("REDIS_URL", "")
+    if not url:
+        if IN_CI:
+            pytest.fail("REDIS_URL is not set in CI")
+        pytest.skip("needs Redis: start redis-server and set REDIS_URL=redis://127.0.0.1:6379/0")
+    if not _reachable(url, 6379):
+        if IN_CI:
+            pytest.fail(f"Redis at {url} is not reachable in CI")
+        pytest.skip(f"Redis at {url} is not reachable: start redis-server")
+    return url
+
+
+def require_postgres() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres", "postgresql")):
+        if IN_CI:
+            pytest.fail("DATABASE_URL is not a PostgreSQL URL in CI")
+        pytest.skip("needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/tsunagu")
+    return url
+
+
+def require_chromium() -> str:
+    path = "/usr/bin/chromium"
+    if not os.path.exists(path):
+        if IN_CI:
+            pytest.fail("Chromium is not installed in CI (apt-get install -y chromium)")
+        pytest.skip("needs Chromium: apt-get install -y chromium")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_database_url() -> str:
+    """The URL of the database pytest-django made for this run, for subprocesses to share."""
+    from django.conf import settings
+    from django.db import connection
+
+    db = settings.DATABASES["default"]
+    name = connection.settings_dict["NAME"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{name}"
+    auth = db.get("USER") or "postgres"
+    if db.get("PASSWORD"):
+        auth += f":{db['PASSWORD']}"
+    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{name}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    from django.conf import settings
+
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.base",
+        DATABASE_URL=test_database_url(),
+        STATE_DIR=str(settings.STATE_DIR),
+        CHANNEL_REDIS_PREFIX=settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "asgi"),
+        PYTHONUNBUFFERED="1",
+        PUSH_ALLOW_LOOPBACK_HTTP="true",
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{out[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout}s")
+
+
+@contextmanager
+def daphne(env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A daphne process serving the project on a free port; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env=dict(env or subprocess_env()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
