@@ -25,7 +25,7 @@ class OrgAPIView(APIView):
     """Every API under /<slug>/api/: 404 for a malformed or unknown slug and for anyone from another
     organisation, before permissions are checked."""
 
-    permission_classes = [IsAuthenticated & PasswordChanged]
+    permission_classes = [IsAuthenticated, PasswordChanged]
     organization: Organization
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -58,7 +58,7 @@ class MeOut(serializers.Serializer[Any]):
 
 
 class MeApi(OrgAPIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated]  # readable before the one-time password is replaced
 
     class PatchIn(serializers.Serializer[Any]):
         language = serializers.ChoiceField(choices=["ja", "en"])
@@ -108,7 +108,7 @@ class SudoApi(OrgAPIView):
 
 
 class OrganizationSettingsApi(OrgAPIView):
-    permission_classes = [IsAuthenticated & PasswordChanged & IsSystemAdmin & InSudoMode]
+    permission_classes = [IsAuthenticated, PasswordChanged, IsSystemAdmin, InSudoMode]
 
     class In(serializers.Serializer[Any]):
         name = serializers.CharField(max_length=100, required=False)
@@ -146,7 +146,7 @@ class NoticeApi(OrgAPIView):
 
     def get_permissions(self) -> list[Any]:
         if self.request.method == "POST":
-            return [(IsAuthenticated & PasswordChanged & IsSystemAdmin)()]
+            return [IsAuthenticated(), PasswordChanged(), IsSystemAdmin()]
         return super().get_permissions()
 
     def get(self, request: Request, slug: str) -> Response:

@@ -43,6 +43,18 @@ class OrganisationLoginBackend(BaseBackend):
         return User.objects.select_related("organization").filter(pk=user_id, is_active=True).first()
 
 
+def client_ip(request: HttpRequest) -> str:
+    """The client's address. Each of the TRUSTED_PROXY_COUNT proxies in front appends the address it saw to
+    X-Forwarded-For, so the client is that many entries from the right; anything further left was written
+    by the client and is ignored."""
+    remote = str(request.META.get("REMOTE_ADDR", ""))
+    count = settings.TRUSTED_PROXY_COUNT
+    if count <= 0:
+        return remote
+    hops = [hop.strip() for hop in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",") if hop.strip()]
+    return hops[-count] if len(hops) >= count else remote
+
+
 def lockout_username(request: HttpRequest, credentials: dict[str, Any] | None) -> str:
     """What axes counts failures against: organisation and login ID together."""
     credentials = credentials or {}

@@ -39,7 +39,7 @@ def person(
         password=password,
         last_name=f"姓{n}",
         first_name=f"名{n}",
-        email=email if email is not None else f"{login_id}@example.com",
+        email=email if email is not None else (login_id if "@" in login_id else f"{login_id}@example.com"),
         language=language,
         must_change_password=must_change_password,
         department=department,

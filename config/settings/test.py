@@ -9,6 +9,9 @@ os.environ.setdefault("STATE_DIR", os.path.join(os.path.dirname(__file__), "..",
 
 from .base import *  # noqa: E402,F403
 
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not memory, so daphne and Celery subprocesses started by tests see the same data.
+    DATABASES["default"]["TEST"] = {"NAME": str(STATE_DIR / "test.sqlite3")}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
