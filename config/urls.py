@@ -28,7 +28,9 @@ urlpatterns = [
     path(f"{slug}/profile/", views.profile, name="profile"),
     path(f"{slug}/password/", views.password_change, name="password-change"),
     path(f"{slug}/password/reset/", views.password_reset, name="password-reset"),
-    path(f"{slug}/password/reset/<str:uidb64>/<str:token>/", views.password_reset_confirm, name="password-reset-confirm"),
+    path(
+        f"{slug}/password/reset/<str:uidb64>/<str:token>/", views.password_reset_confirm, name="password-reset-confirm"
+    ),
     path(f"{slug}/sudo/", views.sudo, name="sudo"),
     path(f"{slug}/settings/", views.organization_settings, name="settings"),
     path(f"{slug}/help/", views.help_page, name="help"),

@@ -29,7 +29,7 @@ class PushSubscriptionApi(OrgAPIView):
         id = serializers.IntegerField(required=False)
 
     def get(self, request: Request, slug: str) -> Response:
-        rows = PushSubscription.objects.filter(user=request.user).order_by("-created_at")
+        rows = PushSubscription.objects.filter(user=self.person).order_by("-created_at")
         return Response(SubscriptionOut(rows, many=True).data)
 
     def post(self, request: Request, slug: str) -> Response:
@@ -37,7 +37,7 @@ class PushSubscriptionApi(OrgAPIView):
         data.is_valid(raise_exception=True)
         keys = data.validated_data["keys"]
         subscription = subscription_upsert(
-            user=request.user,
+            user=self.person,
             endpoint=data.validated_data["endpoint"],
             p256dh=keys.get("p256dh", ""),
             auth=keys.get("auth", ""),
@@ -49,6 +49,8 @@ class PushSubscriptionApi(OrgAPIView):
         data = self.DeleteIn(data=request.data)
         data.is_valid(raise_exception=True)
         deleted = subscription_delete(
-            user=request.user, endpoint=data.validated_data.get("endpoint"), subscription_id=data.validated_data.get("id")
+            user=self.person,
+            endpoint=data.validated_data.get("endpoint"),
+            subscription_id=data.validated_data.get("id"),
         )
         return Response({"deleted": deleted})

@@ -50,7 +50,7 @@ def _catch_up(user: User, stream: str, last_seq: int) -> list[str] | dict[str, A
     return [wire_frame(stream=e.stream, seq=e.seq, event_type=e.type, data=e.data) for e in events]
 
 
-class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # Channels is untyped
+class LiveConsumer(AsyncJsonWebsocketConsumer):
     user: User
     # stream -> last sequence number this socket has sent
     streams: dict[str, int]
@@ -159,7 +159,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # Channel
         await self.send_json({"type": "error", "code": code, "message": message, **extra})
 
 
-class NotFoundConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class NotFoundConsumer(AsyncJsonWebsocketConsumer):
     """Any other WebSocket path."""
 
     async def connect(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from django.conf import settings
@@ -28,7 +28,7 @@ class MailMessage:
     language: str = "ja"
 
     def as_dict(self) -> MailDict:
-        return MailDict(**asdict(self))  # type: ignore[typeddict-item]
+        return MailDict(to=list(self.to), subject=self.subject, body=self.body, html=self.html, language=self.language)
 
 
 def mail_send_batch(messages: Sequence[MailMessage]) -> int:

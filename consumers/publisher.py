@@ -126,9 +126,7 @@ def relay(events: Sequence[OutboxEvent]) -> None:
 def relay_pending(*, older_than: timedelta = timedelta(seconds=2), limit: int = 500) -> int:
     """Relay events a dead process committed but never sent. Returns how many were relayed."""
     cutoff = timezone.now() - older_than
-    pending = list(
-        OutboxEvent.objects.filter(published_at__isnull=True, created_at__lt=cutoff).order_by("id")[:limit]
-    )
+    pending = list(OutboxEvent.objects.filter(published_at__isnull=True, created_at__lt=cutoff).order_by("id")[:limit])
     relay(pending)
     return len(pending)
 
@@ -152,8 +150,11 @@ def stream_seq(group: str) -> int:
 
 def publish_now(group: str, event_type: str, data: Mapping[str, Any]) -> None:
     """Send an ephemeral event (no sequence number, not held) straight away, committed or not."""
-    text = json.dumps({"type": "event", "stream": group, "seq": None, "event": event_type, "data": data},
-                      ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(
+        {"type": "event", "stream": group, "seq": None, "event": event_type, "data": data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     async_to_sync(get_channel_layer().group_send)(
         group, {"type": "stream.event", "stream": group, "seq": None, "text": text}
     )

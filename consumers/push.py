@@ -89,7 +89,9 @@ def push_send(*, subscription_ids: Sequence[int], notification: dict[str, Any], 
     """Send one notification to these subscriptions now. Returns the ids to retry later (429)."""
     now = timezone.now()
     subscriptions = list(
-        PushSubscription.objects.filter(id__in=subscription_ids).filter(Q(retry_after__isnull=True) | Q(retry_after__lte=now))
+        PushSubscription.objects.filter(id__in=subscription_ids).filter(
+            Q(retry_after__isnull=True) | Q(retry_after__lte=now)
+        )
     )
     if not subscriptions:
         return []
@@ -122,12 +124,12 @@ def _record_outcomes(outcomes: Sequence[PushOutcome]) -> list[int]:
             retry_after=now + timedelta(seconds=outcome.retry_after or 60)
         )
     if failed:
-        PushSubscription.objects.filter(id__in=failed).update(
-            last_failure_at=now, failure_count=F("failure_count") + 1
-        )
+        PushSubscription.objects.filter(id__in=failed).update(last_failure_at=now, failure_count=F("failure_count") + 1)
         for outcome in outcomes:
             if outcome.target_id in failed:
-                logger.warning("push to subscription %s failed: %s %s", outcome.target_id, outcome.status, outcome.error)
+                logger.warning(
+                    "push to subscription %s failed: %s %s", outcome.target_id, outcome.status, outcome.error
+                )
     return [o.target_id for o in retry]
 
 

@@ -34,9 +34,7 @@ def vapid_keys() -> VapidKeys:
         try:
             derived = vapid_public_key(private)
         except Exception:
-            raise ImproperlyConfigured(
-                "VAPID_PRIVATE_KEY is not a base64url P-256 private key (32 bytes)"
-            ) from None
+            raise ImproperlyConfigured("VAPID_PRIVATE_KEY is not a base64url P-256 private key (32 bytes)") from None
         if public and public != derived:
             raise ImproperlyConfigured("VAPID_PUBLIC_KEY does not belong to VAPID_PRIVATE_KEY")
         return VapidKeys(private=private, public=derived)

@@ -240,9 +240,7 @@ async def _send_one(
     """Encrypt and POST to one target. Returns an outcome for every failure instead of raising."""
 
     def failed(error: str) -> PushOutcome:
-        return PushOutcome(
-            target_id=target.id, status=None, ok=False, gone=False, retry_after=None, error=error
-        )
+        return PushOutcome(target_id=target.id, status=None, ok=False, gone=False, retry_after=None, error=error)
 
     try:
         audience = _audience(target.endpoint)
@@ -428,7 +426,5 @@ def _b64url_encode(data: bytes) -> str:
 
 def _public_point(key: ec.EllipticCurvePrivateKey) -> str:
     return _b64url_encode(
-        key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
+        key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     )

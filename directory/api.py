@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import update_session_auth_hash
@@ -16,7 +17,8 @@ from consumers.streams import default_streams
 from consumers.vapid import vapid_keys
 from directory import services
 from directory.events import notice_data
-from directory.models import Organization
+from directory.auth import request_person
+from directory.models import Organization, User
 from directory.permissions import InSudoMode, IsSystemAdmin, PasswordChanged, sudo_mode_start
 from directory.selectors import notice_list, organization_get
 
@@ -35,6 +37,11 @@ class OrgAPIView(APIView):
             raise Http404
         self.organization = organization
         super().initial(request, *args, **kwargs)
+
+    @property
+    def person(self) -> User:
+        """The signed-in person (every view here requires sign-in)."""
+        return request_person(self.request)
 
 
 class MeOut(serializers.Serializer[Any]):
@@ -69,7 +76,7 @@ class MeApi(OrgAPIView):
     def patch(self, request: Request, slug: str) -> Response:
         data = self.PatchIn(data=request.data)
         data.is_valid(raise_exception=True)
-        user = services.user_language_set(user=request.user, language=data.validated_data["language"])
+        user = services.user_language_set(user=self.person, language=data.validated_data["language"])
         return Response(MeOut(user).data)
 
 
@@ -84,7 +91,7 @@ class PasswordApi(OrgAPIView):
         data = self.In(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.password_change(
-            user=request.user,
+            user=self.person,
             old_password=data.validated_data["current_password"],
             new_password=data.validated_data["new_password"],
         )
@@ -144,7 +151,7 @@ class NoticeApi(OrgAPIView):
         body = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
         push = serializers.BooleanField(required=False, default=True)
 
-    def get_permissions(self) -> list[Any]:
+    def get_permissions(self) -> Sequence[Any]:
         if self.request.method == "POST":
             return [IsAuthenticated(), PasswordChanged(), IsSystemAdmin()]
         return super().get_permissions()
@@ -155,7 +162,7 @@ class NoticeApi(OrgAPIView):
     def post(self, request: Request, slug: str) -> Response:
         data = self.In(data=request.data)
         data.is_valid(raise_exception=True)
-        notice = services.notice_post(author=request.user, **data.validated_data)
+        notice = services.notice_post(author=self.person, **data.validated_data)
         return Response(notice_data(notice), status=201)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from axes.handlers.database import AxesDatabaseHandler
 from django.conf import settings
 from django.contrib.auth.backends import BaseBackend
+from django.core.exceptions import PermissionDenied
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -17,7 +18,7 @@ from directory.models import User
 class OrganisationLoginBackend(BaseBackend):
     """Authenticates (organisation slug, login ID, password); login IDs are unique only within an organisation."""
 
-    def authenticate(  # type: ignore[override]
+    def authenticate(
         self,
         request: HttpRequest | None,
         org_slug: str | None = None,
@@ -43,6 +44,14 @@ class OrganisationLoginBackend(BaseBackend):
         return User.objects.select_related("organization").filter(pk=user_id, is_active=True).first()
 
 
+def request_person(request: HttpRequest) -> User:
+    """The signed-in person of a request whose view already required sign-in."""
+    user = request.user
+    if not isinstance(user, User):
+        raise PermissionDenied
+    return user
+
+
 def client_ip(request: HttpRequest) -> str:
     """The client's address. Each of the TRUSTED_PROXY_COUNT proxies in front appends the address it saw to
     X-Forwarded-For, so the client is that many entries from the right; anything further left was written
@@ -59,13 +68,14 @@ def lockout_username(request: HttpRequest, credentials: dict[str, Any] | None) -
     """What axes counts failures against: organisation and login ID together."""
     credentials = credentials or {}
     slug = credentials.get("org_slug")
-    if not slug and getattr(request, "resolver_match", None):
-        slug = request.resolver_match.kwargs.get("slug")  # type: ignore[union-attr]
+    match = getattr(request, "resolver_match", None)
+    if not slug and match is not None:
+        slug = match.kwargs.get("slug")
     login_id = credentials.get("login_id") or request.POST.get("login_id", "")
     return f"{slug or ''}:{str(login_id).strip().lower()}"[:255]
 
 
-class LockoutHandler(AxesDatabaseHandler):  # type: ignore[misc]
+class LockoutHandler(AxesDatabaseHandler):
     """Pair failures count against AXES_FAILURE_LIMIT; a client's failures over all IDs against the higher
     AXES_CLIENT_FAILURE_LIMIT (scaled onto the same limit, since axes compares one number)."""
 

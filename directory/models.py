@@ -99,9 +99,7 @@ class User(AbstractBaseUser):
     first_name = models.CharField(max_length=50, blank=True)
     last_name_kana = models.CharField(max_length=100, blank=True)
     first_name_kana = models.CharField(max_length=100, blank=True)
-    department = models.ForeignKey(
-        Department, null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
-    )
+    department = models.ForeignKey(Department, null=True, blank=True, on_delete=models.SET_NULL, related_name="members")
     position = models.CharField(max_length=100, blank=True)
     email = models.EmailField(blank=True)
     email2 = models.EmailField(blank=True)
@@ -111,14 +109,15 @@ class User(AbstractBaseUser):
     region_code = models.CharField(max_length=2, blank=True)
     talk_available = models.BooleanField(default=False)
     # Safety-confirmation ID: people without one are not counted against that licence and never dispatched to.
-    anpi_login_id = models.CharField(max_length=32, null=True, blank=True)
+    # NULL, not "", for "none": the per-organisation unique constraint must ignore people without one.
+    anpi_login_id = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.JA)
     is_active = models.BooleanField(default=True)
     # Set for one-time and initial passwords: the person must choose their own before anything else.
     must_change_password = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
 
-    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
+    objects: ClassVar[UserManager] = UserManager()
 
     USERNAME_FIELD = "login_id"
     EMAIL_FIELD = "email"
@@ -134,9 +133,6 @@ class User(AbstractBaseUser):
             ),
         ]
         ordering = ["last_name_kana", "first_name_kana", "login_id"]
-
-    if TYPE_CHECKING:
-        role_assignments: models.Manager[RoleAssignment]
 
     def __str__(self) -> str:
         return f"{self.organization_id}:{self.login_id}"

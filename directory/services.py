@@ -38,7 +38,9 @@ class CreatedOrganization:
 
 
 @transaction.atomic
-def organization_create(*, slug: str, name: str, admin_email: str, admin_login_id: str | None = None) -> CreatedOrganization:
+def organization_create(
+    *, slug: str, name: str, admin_email: str, admin_login_id: str | None = None
+) -> CreatedOrganization:
     """Create an organisation and its first system administrator with a one-time password.
 
     The administrator must choose their own password at first sign-in."""
@@ -72,7 +74,7 @@ def organization_create(*, slug: str, name: str, admin_email: str, admin_login_i
 
 @transaction.atomic
 def organization_settings_update(
-    *, organization: Organization, name: str | None = None, logo: UploadedFile | None = None, remove_logo: bool = False
+    *, organization: Organization, name: str | None = None, logo: UploadedFile[bytes] | None = None, remove_logo: bool = False
 ) -> Organization:
     """Change the organisation's display name and logo (PNG, JPEG or WebP up to LOGO_MAX_BYTES)."""
     if name is not None:
@@ -214,7 +216,9 @@ def notice_post(*, author: User, title: str, body: str = "", push: bool = True) 
         raise ApplicationError(_("The text is at most 5,000 characters."), code="bad_body")
     notice = Notice.objects.create(organization=author.organization, author=author, title=title, body=body)
     recipients = (
-        User.objects.filter(organization=author.organization, is_active=True).exclude(id=author.id).values_list("id", flat=True)
+        User.objects.filter(organization=author.organization, is_active=True)
+        .exclude(id=author.id)
+        .values_list("id", flat=True)
         if push
         else []
     )
@@ -223,7 +227,10 @@ def notice_post(*, author: User, title: str, body: str = "", push: bool = True) 
         NOTICE_POSTED,
         notice_data(notice),
         push=push_request(
-            recipients, title=title, body=body.split("\n", 1)[0][:120], url=f"/{author.organization.slug}/home/",
+            recipients,
+            title=title,
+            body=body.split("\n", 1)[0][:120],
+            url=f"/{author.organization.slug}/home/",
             tag=f"notice-{notice.id}",
         )
         if push
@@ -269,7 +276,12 @@ def demo_seed(*, password: str) -> Organization:
         codes[code], _c = Department.objects.update_or_create(
             organization=organization,
             code=code,
-            defaults={"name": name, "name_kana": kana, "parent": codes.get(parent) if parent else None, "sort_order": order},
+            defaults={
+                "name": name,
+                "name_kana": kana,
+                "parent": codes.get(parent) if parent else None,
+                "sort_order": order,
+            },
         )
     for index, (login, last, first, last_kana, first_kana, dept, region, roles, language) in enumerate(DEMO_PEOPLE):
         user = User.objects.filter(organization=organization, login_id=login).first()

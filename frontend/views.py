@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib import auth, messages
 from django.contrib.auth import update_session_auth_hash
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -24,11 +24,12 @@ from config.errors import ApplicationError
 from consumers.streams import default_streams
 from consumers.vapid import vapid_keys
 from directory import services
-from directory.models import Organization, Role, User
+from directory.auth import request_person
+from directory.models import Organization, Role
 from directory.permissions import sudo_mode_active, sudo_mode_start
 from directory.selectors import notice_list, organization_get, password_reset_user_exists
 
-PageView = Callable[..., HttpResponse]
+PageView = Callable[..., HttpResponseBase]
 
 
 def org_page(*, login: bool = True, password_ok: bool = False) -> Callable[[PageView], PageView]:
@@ -37,14 +38,14 @@ def org_page(*, login: bool = True, password_ok: bool = False) -> Callable[[Page
 
     def decorator(view: PageView) -> PageView:
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponseBase:
             organization = organization_get(slug)
             user = request.user
-            if user.is_authenticated and user.organization_id != organization.id:  # type: ignore[union-attr]
+            if user.is_authenticated and user.organization_id != organization.id:
                 raise Http404
             if login and not user.is_authenticated:
                 return redirect(f"/{slug}/?{urlencode({'next': request.get_full_path()})}")
-            if login and user.must_change_password and not password_ok:  # type: ignore[union-attr]
+            if login and request_person(request).must_change_password and not password_ok:
                 return redirect("password-change", slug=slug)
             return view(request, organization, *args, **kwargs)
 
@@ -58,8 +59,8 @@ def _page(request: HttpRequest, template: str, organization: Organization | None
     user = request.user
     context.setdefault("organization", organization)
     if organization and user.is_authenticated:
-        context.setdefault("streams_json", json.dumps(default_streams(user)))  # type: ignore[arg-type]
-        context.setdefault("is_system_admin", user.has_role(Role.SYSTEM_ADMIN))  # type: ignore[union-attr]
+        context.setdefault("streams_json", json.dumps(default_streams(user)))
+        context.setdefault("is_system_admin", user.has_role(Role.SYSTEM_ADMIN))
     return render(request, template, context, status=status)
 
 
@@ -133,7 +134,7 @@ def login(request: HttpRequest, organization: Organization) -> HttpResponse:
         if user is not None:
             auth.login(request, user)
             sudo_mode_start(request)
-            if user.must_change_password:  # type: ignore[attr-defined]
+            if user.must_change_password:
                 return redirect("password-change", slug=organization.slug)
             return redirect(next_url)
         if getattr(request, "axes_locked_out", False):
@@ -158,7 +159,7 @@ def logout(request: HttpRequest, organization: Organization) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @org_page(password_ok=True)
 def password_change(request: HttpRequest, organization: Organization) -> HttpResponse:
-    user: User = request.user  # type: ignore[assignment]
+    user = request_person(request)
     forced = user.must_change_password
     context: dict[str, Any] = {"forced": forced}
     if request.method == "POST":
@@ -193,7 +194,9 @@ def password_reset(request: HttpRequest, organization: Organization) -> HttpResp
 @require_http_methods(["GET", "POST"])
 @org_page(login=False)
 def password_reset_confirm(request: HttpRequest, organization: Organization, uidb64: str, token: str) -> HttpResponse:
-    context: dict[str, Any] = {"valid": password_reset_user_exists(organization=organization, uidb64=uidb64, token=token)}
+    context: dict[str, Any] = {
+        "valid": password_reset_user_exists(organization=organization, uidb64=uidb64, token=token)
+    }
     if not context["valid"]:
         context["status"] = 400
     elif request.method == "POST":
@@ -223,7 +226,7 @@ def home(request: HttpRequest, organization: Organization) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @org_page()
 def profile(request: HttpRequest, organization: Organization) -> HttpResponse:
-    user: User = request.user  # type: ignore[assignment]
+    user = request_person(request)
     if request.method == "POST":
         try:
             services.user_language_set(user=user, language=request.POST.get("language", ""))
@@ -235,7 +238,7 @@ def profile(request: HttpRequest, organization: Organization) -> HttpResponse:
         request,
         "frontend/profile.html",
         organization,
-        subscriptions=user.push_subscriptions.order_by("-created_at"),  # type: ignore[attr-defined]
+        subscriptions=user.push_subscriptions.order_by("-created_at"),
         vapid_public_key=vapid_keys().public,
         roles=sorted(Role(r).label for r in user.roles),
     )
@@ -250,7 +253,7 @@ def sudo(request: HttpRequest, organization: Organization) -> HttpResponse:
         next_url = f"/{organization.slug}/settings/"
     context: dict[str, Any] = {"next": next_url}
     if request.method == "POST":
-        if request.user.check_password(request.POST.get("password", "")):  # type: ignore[union-attr]
+        if request.user.check_password(request.POST.get("password", "")):
             sudo_mode_start(request)
             return redirect(next_url)
         context.update(error=_("The password is wrong."), status=400)
@@ -261,7 +264,7 @@ def sudo(request: HttpRequest, organization: Organization) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @org_page()
 def organization_settings(request: HttpRequest, organization: Organization) -> HttpResponse:
-    if not request.user.has_role(Role.SYSTEM_ADMIN):  # type: ignore[union-attr]
+    if not request_person(request).has_role(Role.SYSTEM_ADMIN):
         raise PermissionDenied
     if not sudo_mode_active(request):
         return redirect(f"/{organization.slug}/sudo/?{urlencode({'next': request.path})}")
@@ -270,7 +273,7 @@ def organization_settings(request: HttpRequest, organization: Organization) -> H
         if request.POST.get("action") == "notice":
             try:
                 services.notice_post(
-                    author=request.user,  # type: ignore[arg-type]
+                    author=request_person(request),
                     title=request.POST.get("title", ""),
                     body=request.POST.get("body", ""),
                 )
@@ -302,7 +305,7 @@ def help_page(request: HttpRequest, organization: Organization) -> HttpResponse:
 
 
 @org_page(login=False)
-def logo(request: HttpRequest, organization: Organization) -> HttpResponse:
+def logo(request: HttpRequest, organization: Organization) -> HttpResponseBase:
     if not organization.logo:
         raise Http404
     response = FileResponse(organization.logo.open("rb"), content_type=organization.logo_content_type)
@@ -325,7 +328,12 @@ def manifest(request: HttpRequest, organization: Organization) -> HttpResponse:
         "icons": [
             {"src": static("frontend/icons/icon-192.png"), "sizes": "192x192", "type": "image/png"},
             {"src": static("frontend/icons/icon-512.png"), "sizes": "512x512", "type": "image/png"},
-            {"src": static("frontend/icons/icon-maskable-512.png"), "sizes": "512x512", "type": "image/png", "purpose": "maskable"},
+            {
+                "src": static("frontend/icons/icon-maskable-512.png"),
+                "sizes": "512x512",
+                "type": "image/png",
+                "purpose": "maskable",
+            },
         ],
     }
     return HttpResponse(json.dumps(body, ensure_ascii=False), content_type="application/manifest+json")

@@ -59,9 +59,7 @@ def employee(org: Any) -> Any:
 
 def signed_in(user: Any) -> Client:
     client = Client()
-    response = client.post(
-        f"/{user.organization.slug}/", {"login_id": user.login_id, "password": factories.PASSWORD}
-    )
+    response = client.post(f"/{user.organization.slug}/", {"login_id": user.login_id, "password": factories.PASSWORD})
     assert response.status_code == 302, response.content[:500]
     return client
 

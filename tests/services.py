@@ -90,7 +90,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="config.settings.base",
         DATABASE_URL=test_database_url(),
         STATE_DIR=str(settings.STATE_DIR),
-        CHANNEL_REDIS_PREFIX=settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "asgi"),
+        CHANNEL_REDIS_PREFIX=str(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "asgi")),
         PYTHONUNBUFFERED="1",
         PUSH_ALLOW_LOOPBACK_HTTP="true",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -92,9 +93,7 @@ DATABASE_URL = env_url(
     "DATABASE_URL", f"sqlite:///{STATE_DIR / 'db.sqlite3'}", ("sqlite", "postgres", "postgresql", "pgsql")
 )
 try:
-    DATABASES = {
-        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0))
-    }
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0))}
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -109,6 +108,8 @@ CHANNEL_REDIS_URLS = env_list("CHANNEL_REDIS_URLS", [REDIS_URL] if REDIS_URL els
 CHANNEL_REDIS_MAX_CONNECTIONS = env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 1000, minimum=10)
 CHANNEL_REDIS_PREFIX = env_str("CHANNEL_REDIS_PREFIX", "asgi")
 
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
+CACHES: dict[str, dict[str, Any]]
 if CHANNEL_REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
@@ -219,7 +220,7 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT") or STATE_DIR / "static")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve straight from the apps when collectstatic has not run (the embedded default).
 WHITENOISE_USE_FINDERS = True
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": Path(env_str("MEDIA_ROOT") or STATE_DIR / "media")},

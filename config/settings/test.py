@@ -7,7 +7,7 @@ import os
 
 os.environ.setdefault("STATE_DIR", os.path.join(os.path.dirname(__file__), "..", "..", ".state-test"))
 
-from .base import *  # noqa: E402,F403
+from .base import *  # noqa: F403
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, not memory, so daphne and Celery subprocesses started by tests see the same data.

@@ -26,16 +26,25 @@ PRODUCTION = {
 
 
 def manage(*args: str, env: dict[str, str], state_dir) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION and not k.startswith(("VAPID", "EMAIL", "DJANGO_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if k not in PRODUCTION and not k.startswith(("VAPID", "EMAIL", "DJANGO_"))
+    }
     clean.update(STATE_DIR=str(state_dir), **env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True,
-                          timeout=50)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=50
+    )
 
 
 def test_production_profile_passes_check_deploy(tmp_path):
     private, public = vapid_keys_generate()
-    result = manage("check", "--deploy", "--fail-level", "WARNING",
-                    env={**PRODUCTION, "VAPID_PRIVATE_KEY": private, "VAPID_PUBLIC_KEY": public}, state_dir=tmp_path)
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={**PRODUCTION, "VAPID_PRIVATE_KEY": private, "VAPID_PUBLIC_KEY": public},
+        state_dir=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -78,10 +87,12 @@ def test_mismatched_vapid_pair_is_refused_and_private_key_is_never_printed(tmp_p
 
 
 def test_vapid_keys_are_generated_once_outside_the_repository(tmp_path):
-    first = manage("shell", "-c", "from consumers.vapid import vapid_keys; print(vapid_keys().public)", env={},
-                   state_dir=tmp_path)
-    second = manage("shell", "-c", "from consumers.vapid import vapid_keys; print(vapid_keys().public)", env={},
-                    state_dir=tmp_path)
+    first = manage(
+        "shell", "-c", "from consumers.vapid import vapid_keys; print(vapid_keys().public)", env={}, state_dir=tmp_path
+    )
+    second = manage(
+        "shell", "-c", "from consumers.vapid import vapid_keys; print(vapid_keys().public)", env={}, state_dir=tmp_path
+    )
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout and len(first.stdout.strip().splitlines()[-1]) == 87
     key_file = tmp_path / "vapid.json"

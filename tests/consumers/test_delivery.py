@@ -20,8 +20,12 @@ pytestmark = pytest.mark.django_db
 
 
 def subscribe(client, subscription) -> dict:
-    response = client.post("/acme/api/push/subscriptions/", subscription, content_type="application/json",
-                           HTTP_USER_AGENT="Mozilla/5.0 Test")
+    response = client.post(
+        "/acme/api/push/subscriptions/",
+        subscription,
+        content_type="application/json",
+        HTTP_USER_AGENT="Mozilla/5.0 Test",
+    )
     assert response.status_code == 201, response.content
     return response.json()
 
@@ -39,7 +43,9 @@ def test_subscribe_list_and_unsubscribe(org, employee, employee_client, push_ser
     assert created["id"] == again["id"]
     listed = employee_client.get("/acme/api/push/subscriptions/").json()
     assert [s["user_agent"] for s in listed] == ["Mozilla/5.0 Test"]
-    gone = employee_client.delete("/acme/api/push/subscriptions/", {"id": created["id"]}, content_type="application/json")
+    gone = employee_client.delete(
+        "/acme/api/push/subscriptions/", {"id": created["id"]}, content_type="application/json"
+    )
     assert gone.json() == {"deleted": 1}
     assert not PushSubscription.objects.exists()
 
@@ -60,8 +66,9 @@ def test_bad_subscriptions_get_a_clear_400_and_store_nothing(org, employee_clien
     assert not PushSubscription.objects.exists()
 
 
-def test_notice_reaches_subscribed_browsers_encrypted_and_signed(org, admin, employee, employee_client, push_service,
-                                                                 django_capture_on_commit_callbacks):
+def test_notice_reaches_subscribed_browsers_encrypted_and_signed(
+    org, admin, employee, employee_client, push_service, django_capture_on_commit_callbacks
+):
     subscribe(employee_client, push_service.new_subscription())
     subscribe(employee_client, push_service.new_subscription())  # a second device
     with django_capture_on_commit_callbacks(execute=True):
@@ -75,12 +82,19 @@ def test_notice_reaches_subscribed_browsers_encrypted_and_signed(org, admin, emp
 
 
 def test_gone_subscriptions_are_removed_and_429_is_honoured(org, employee, push_service):
-    subs = {status: push_service.new_subscription(respond=status, retry_after="120" if status == 429 else None)
-            for status in (201, 404, 410, 429)}
-    rows = {status: PushSubscription.objects.create(user=employee, endpoint=s["endpoint"], p256dh=s["keys"]["p256dh"],
-                                                    auth=s["keys"]["auth"]) for status, s in subs.items()}
-    retry = push_send(subscription_ids=[r.id for r in rows.values()], notification={"title": "t"}, ttl=60,
-                      urgency="high")
+    subs = {
+        status: push_service.new_subscription(respond=status, retry_after="120" if status == 429 else None)
+        for status in (201, 404, 410, 429)
+    }
+    rows = {
+        status: PushSubscription.objects.create(
+            user=employee, endpoint=s["endpoint"], p256dh=s["keys"]["p256dh"], auth=s["keys"]["auth"]
+        )
+        for status, s in subs.items()
+    }
+    retry = push_send(
+        subscription_ids=[r.id for r in rows.values()], notification={"title": "t"}, ttl=60, urgency="high"
+    )
     assert retry == [rows[429].id]
     assert set(PushSubscription.objects.values_list("id", flat=True)) == {rows[201].id, rows[429].id}
     delayed = PushSubscription.objects.get(id=rows[429].id)

@@ -189,11 +189,12 @@ async def test_unknown_slug_and_unknown_path_are_closed_not_found(people):
 
 async def test_anonymous_socket_is_closed_unauthenticated(people):
     ws, connected, _ = await open_socket(None, slug="acme")
+    assert connected
     assert (await ws.receive_output())["code"] == 4401
 
 
 async def test_foreign_origin_is_refused_at_handshake(people):
-    ws, connected, code = await open_socket(people["employee"], origin="http://evil.example")
+    _, connected, _ = await open_socket(people["employee"], origin="http://evil.example")
     assert not connected
 
 
@@ -221,6 +222,11 @@ def test_wire_frame_is_encoded_once_per_event():
     from consumers.publisher import wire_frame
 
     text = wire_frame(stream="org.1", seq=5, event_type="notice.posted", data={"title": "地震"})
-    assert json.loads(text) == {"type": "event", "stream": "org.1", "seq": 5, "event": "notice.posted",
-                                "data": {"title": "地震"}}
+    assert json.loads(text) == {
+        "type": "event",
+        "stream": "org.1",
+        "seq": 5,
+        "event": "notice.posted",
+        "data": {"title": "地震"},
+    }
     assert "地震" in text  # not \\u-escaped: smaller frames

@@ -458,7 +458,7 @@ def test_empty_batch_sends_nothing(vapid: tuple[str, str]) -> None:
         (PushMessage(payload=PAYLOAD, ttl=60, topic="has spaces"), SUBJECT, "topic"),
         (PushMessage(payload=PAYLOAD, ttl=60, topic="x" * 33), SUBJECT, "topic"),
         # An urgency outside the Literal, as untyped callers (JSON, settings) could pass.
-        (PushMessage(payload=PAYLOAD, ttl=60, urgency="urgent"), SUBJECT, "urgency"),  # type: ignore[arg-type]
+        (PushMessage(payload=PAYLOAD, ttl=60, urgency="urgent"), SUBJECT, "urgency"),
         (PushMessage(payload=PAYLOAD, ttl=60), "ops@example.com", "subject"),
     ],
 )

@@ -16,8 +16,17 @@ def test_malformed_or_unknown_slug_is_404(client, org, path):
 def test_person_from_another_organisation_gets_404_on_pages_and_api(org, other_org, employee):
     outsider = factories.person(other_org, "spy@globex.example")
     client = signed_in(outsider)
-    for path in ("/acme/", "/acme/home/", "/acme/profile/", "/acme/settings/", "/acme/help/", "/acme/api/me/",
-                 "/acme/api/notices/", "/acme/api/push/key/", "/acme/api/organization/"):
+    for path in (
+        "/acme/",
+        "/acme/home/",
+        "/acme/profile/",
+        "/acme/settings/",
+        "/acme/help/",
+        "/acme/api/me/",
+        "/acme/api/notices/",
+        "/acme/api/push/key/",
+        "/acme/api/organization/",
+    ):
         assert client.get(path).status_code == 404, path
     assert client.post("/acme/api/notices/", {"title": "x"}, content_type="application/json").status_code == 404
     # and their own organisation still works

@@ -37,7 +37,9 @@ def test_one_time_password_must_be_replaced_before_anything_else(org):
     assert client.get("/acme/api/notices/").json()["code"] == "password_change_required"
     response = client.post("/acme/password/", {"new_password": "short", "new_password2": "short"})
     assert response.status_code == 400
-    response = client.post("/acme/password/", {"new_password": "a-much-better-pass", "new_password2": "a-much-better-pass"})
+    response = client.post(
+        "/acme/password/", {"new_password": "a-much-better-pass", "new_password2": "a-much-better-pass"}
+    )
     assert response["Location"] == "/acme/home/"
     assert client.get("/acme/home/").status_code == 200  # still signed in after the change
     person.refresh_from_db()
@@ -101,8 +103,17 @@ def test_ten_failures_lock_that_login_id_from_that_client_only(org):
     # now locked for that pair, even with the right password
     assert attempt(stranger, "acme", "crisis", factories.PASSWORD, REMOTE_ADDR="203.0.113.9") == 429
     # changing X-Forwarded-For does not dodge it: no proxy is trusted by default
-    assert attempt(stranger, "acme", "crisis", factories.PASSWORD, REMOTE_ADDR="203.0.113.9",
-                   HTTP_X_FORWARDED_FOR="198.51.100.1") == 429
+    assert (
+        attempt(
+            stranger,
+            "acme",
+            "crisis",
+            factories.PASSWORD,
+            REMOTE_ADDR="203.0.113.9",
+            HTTP_X_FORWARDED_FOR="198.51.100.1",
+        )
+        == 429
+    )
     # the crisis manager on their own device is not locked out by the stranger
     assert attempt(Client(), "acme", crisis.login_id, factories.PASSWORD, REMOTE_ADDR="192.0.2.50") == 302
 
@@ -121,11 +132,22 @@ def test_trusted_proxy_count_reads_the_client_from_forwarded_for(org, settings):
     for _ in range(10):
         attempt(Client(), "acme", "p", "x", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.5")
     # the same client behind the proxy is locked, whatever it writes in front of the proxy's entry
-    assert attempt(Client(), "acme", "p", factories.PASSWORD, REMOTE_ADDR="10.0.0.1",
-                   HTTP_X_FORWARDED_FOR="198.51.100.77, 203.0.113.5") == 429
+    assert (
+        attempt(
+            Client(),
+            "acme",
+            "p",
+            factories.PASSWORD,
+            REMOTE_ADDR="10.0.0.1",
+            HTTP_X_FORWARDED_FOR="198.51.100.77, 203.0.113.5",
+        )
+        == 429
+    )
     # another client through the same proxy is not
-    assert attempt(Client(), "acme", "p", factories.PASSWORD, REMOTE_ADDR="10.0.0.1",
-                   HTTP_X_FORWARDED_FOR="203.0.113.6") == 302
+    assert (
+        attempt(Client(), "acme", "p", factories.PASSWORD, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.6")
+        == 302
+    )
 
 
 def test_settings_need_recent_password_sudo_mode(org, admin, monkeypatch):

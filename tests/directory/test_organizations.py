@@ -63,8 +63,9 @@ def test_root_page_goes_to_an_organisation_by_id(org):
     assert response.status_code == 200 and "nobody" in response.content.decode()
 
 
-def test_root_page_emails_sign_in_urls_to_a_known_address_only(org, other_org, smtp_server,
-                                                                 django_capture_on_commit_callbacks):
+def test_root_page_emails_sign_in_urls_to_a_known_address_only(
+    org, other_org, smtp_server, django_capture_on_commit_callbacks
+):
     factories.person(org, "a", email="shared@example.com")
     factories.person(other_org, "b", email="other@example.com").__class__.objects.filter(login_id="b").update(
         email2="shared@example.com"
@@ -82,17 +83,21 @@ def test_root_page_emails_sign_in_urls_to_a_known_address_only(org, other_org, s
     assert same_page.content.decode().count("そのアドレスが登録されていれば") == 1
 
 
-def test_notice_api_validates_and_publishes_after_commit(org, admin_client, employee, capture_events,
-                                                         django_capture_on_commit_callbacks):
+def test_notice_api_validates_and_publishes_after_commit(
+    org, admin_client, employee, capture_events, django_capture_on_commit_callbacks
+):
     bad = admin_client.post("/acme/api/notices/", {"title": ""}, content_type="application/json")
     assert bad.status_code == 400 and bad.json()["code"] == "invalid"
     with django_capture_on_commit_callbacks(execute=True):
-        ok = admin_client.post("/acme/api/notices/", {"title": "訓練のお知らせ", "body": "明日 10 時"},
-                               content_type="application/json")
+        ok = admin_client.post(
+            "/acme/api/notices/", {"title": "訓練のお知らせ", "body": "明日 10 時"}, content_type="application/json"
+        )
     assert ok.status_code == 201
     (event,) = capture_events.of_type("notice.posted")
     assert event.stream == f"org.{org.id}" and event.seq == 1 and event.data["title"] == "訓練のお知らせ"
     assert event.push["user_ids"] == [employee.id]  # everyone but the author
     employee_client = Client()
     employee_client.force_login(employee, backend="directory.auth.OrganisationLoginBackend")
-    assert employee_client.post("/acme/api/notices/", {"title": "x"}, content_type="application/json").status_code == 403
+    assert (
+        employee_client.post("/acme/api/notices/", {"title": "x"}, content_type="application/json").status_code == 403
+    )
