@@ -24,7 +24,8 @@ from config.errors import ApplicationError
 from consumers.streams import default_streams
 from consumers.vapid import vapid_keys
 from directory import services
-from directory.auth import request_person
+from config.throttle import throttle_allow
+from directory.auth import client_ip, request_person
 from directory.models import Organization, Role
 from directory.permissions import sudo_mode_active, sudo_mode_start
 from directory.selectors import notice_list, organization_get, password_reset_user_exists
@@ -87,7 +88,12 @@ def find_organization(request: HttpRequest) -> HttpResponse:
             if "@" not in address:
                 context["email_error"] = _("Enter an e-mail address.")
             else:
-                services.organization_links_send(address=address)
+                # Same answer either way; the throttle only stops this form being used to flood an inbox.
+                ip = client_ip(request)
+                if throttle_allow(f"links:{address.lower()}", limit=3, window_seconds=3600) and throttle_allow(
+                    f"links-ip:{ip}", limit=20, window_seconds=3600
+                ):
+                    services.organization_links_send(address=address)
                 context["email_sent"] = True
     return _page(request, "frontend/find.html", None, **context)
 

@@ -16,6 +16,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 PUSH_ALLOW_LOOPBACK_HTTP = True
+# Per-process cache: a test's cache.clear() must never flush the shared Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # A private prefix so a test run never sees another process's channel-layer traffic.
 if CHANNEL_REDIS_URLS:  # noqa: F405

@@ -101,3 +101,15 @@ def test_notice_api_validates_and_publishes_after_commit(
     assert (
         employee_client.post("/acme/api/notices/", {"title": "x"}, content_type="application/json").status_code == 403
     )
+
+
+def test_sign_in_url_mail_is_throttled_per_address(org, django_capture_on_commit_callbacks):
+    from django.core import mail
+    from django.core.cache import cache
+
+    cache.clear()
+    factories.person(org, "a", email="flood@example.com")
+    for _ in range(5):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert Client().post("/", {"email": "flood@example.com"}).status_code == 200
+    assert len(mail.outbox) == 3
