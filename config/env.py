@@ -51,7 +51,7 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
 
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
 
@@ -93,13 +93,26 @@ def state_dir() -> Path:
 def generated_secret(filename: str, make: Callable[[], str] | None = None) -> str:
     """Return a secret kept in the state directory, creating it (mode 0600) on first use."""
     path = state_dir() / filename
-    if path.exists():
-        return path.read_text().strip()
-    value = make() if make else secrets.token_urlsafe(50)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists():
+        write_once(path, (make() if make else secrets.token_urlsafe(50)) + "\n")
+    return path.read_text().strip()
+
+
+def write_once(path: Path, content: str) -> None:
+    """Create `path` (mode 0600) with `content` unless another process got there first.
+
+    Written to a private temporary file and linked into place, so a reader never sees half a file and
+    processes starting together agree on one value."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value
+        fh.write(content)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
 
 
 def email_settings(name: str, default: str) -> dict[str, object]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import state_dir
+from config.env import state_dir, write_once
 from consumers.webpush import vapid_keys_generate, vapid_public_key
 
 
@@ -41,8 +40,6 @@ def vapid_keys() -> VapidKeys:
     path = state_dir() / "vapid.json"
     if not path.exists():
         new_private, new_public = vapid_keys_generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"private": new_private, "public": new_public}, fh)
+        write_once(path, json.dumps({"private": new_private, "public": new_public}))
     stored = json.loads(path.read_text())
     return VapidKeys(private=stored["private"], public=stored["public"])

@@ -16,8 +16,8 @@ from rest_framework.views import APIView
 from consumers.streams import default_streams
 from consumers.vapid import vapid_keys
 from directory import services
-from directory.events import notice_data
 from directory.auth import request_person
+from directory.events import notice_data
 from directory.models import Organization, User
 from directory.permissions import InSudoMode, IsSystemAdmin, PasswordChanged, sudo_mode_start
 from directory.selectors import notice_list, organization_get

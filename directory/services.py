@@ -74,7 +74,11 @@ def organization_create(
 
 @transaction.atomic
 def organization_settings_update(
-    *, organization: Organization, name: str | None = None, logo: UploadedFile[bytes] | None = None, remove_logo: bool = False
+    *,
+    organization: Organization,
+    name: str | None = None,
+    logo: UploadedFile[bytes] | None = None,
+    remove_logo: bool = False,
 ) -> Organization:
     """Change the organisation's display name and logo (PNG, JPEG or WebP up to LOGO_MAX_BYTES)."""
     if name is not None:

@@ -21,10 +21,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from config.errors import ApplicationError
+from config.throttle import throttle_allow
 from consumers.streams import default_streams
 from consumers.vapid import vapid_keys
 from directory import services
-from config.throttle import throttle_allow
 from directory.auth import client_ip, request_person
 from directory.models import Organization, Role
 from directory.permissions import sudo_mode_active, sudo_mode_start

@@ -22,6 +22,8 @@ if len(SECRET_KEY) < 50:  # noqa: F405
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters in production")
 STORAGES["staticfiles"]["BACKEND"] = "whitenoise.storage.CompressedManifestStaticFilesStorage"  # noqa: F405
 WHITENOISE_USE_FINDERS = False
+if not CHANNEL_REDIS_URLS:  # noqa: F405
+    raise ImproperlyConfigured("production needs the Redis channel layer: set REDIS_URL or CHANNEL_REDIS_URLS")
 if not SECURE_HSTS_PRELOAD:  # noqa: F405
     # Preloading commits the whole domain and its subdomains to HTTPS for good: the customer's decision
     # (SECURE_HSTS_PRELOAD=true), not a default we take for a corporate domain.
