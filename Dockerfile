@@ -53,4 +53,5 @@ USER tsunagu
 VOLUME ["/var/lib/tsunagu"]
 EXPOSE 8000
 
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
+# A 30 s handshake limit: daphne's default of 5 s drops sockets when everyone opens the app at once.
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket_connect_timeout", "30", "config.asgi:application"]

@@ -9,10 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import pytest
@@ -98,12 +100,24 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _tail(output: IO[bytes], size: int = 3000) -> str:
+    output.flush()
+    output.seek(0, os.SEEK_END)
+    output.seek(max(0, output.tell() - size))
+    return output.read().decode(errors="replace")
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], timeout: float = 30, output: IO[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{out[-3000:]}")
+            if output is not None:
+                out = _tail(output)
+            else:
+                out = proc.stdout.read().decode(errors="replace")[-3000:] if proc.stdout else ""
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{out}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -112,26 +126,36 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30)
     raise RuntimeError(f"nothing listened on port {port} within {timeout}s")
 
 
+# As in production (Dockerfile, bin/run): daphne's default of 5 s drops handshakes in a burst of connects.
+DAPHNE_ARGS = ("--websocket_connect_timeout", "30")
+
+
 @contextmanager
-def daphne(env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A daphne process serving the project on a free port; yields its base URL."""
+def daphne(env: Mapping[str, str] | None = None, args: Sequence[str] = DAPHNE_ARGS) -> Iterator[str]:
+    """A daphne process serving the project on a free port; yields its base URL.
+
+    Its output goes to a temporary file, never a pipe: nothing reads a pipe while the test runs, and daphne's
+    access log (three lines per WebSocket) fills the 64 KB pipe buffer after a few hundred sockets, which
+    blocks the whole server. The output's tail is printed when the test fails."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=dict(env or subprocess_env()),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *args, "config.asgi:application"],
+            cwd=ROOT,
+            env=dict(env or subprocess_env()),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+            wait_for_port(port, proc, output=output)
+            yield f"http://127.0.0.1:{port}"
+        except BaseException:
+            print(f"--- daphne on port {port}, last output:\n{_tail(output)}", file=sys.stderr)
+            raise
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -96,9 +96,18 @@ try:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0))}
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 8, minimum=0)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The embedded database is shared by daphne's threads and in-process tasks; wait instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+elif DB_POOL_MAX_SIZE and not DATABASES["default"]["CONN_MAX_AGE"]:
+    # PostgreSQL under ASGI: a psycopg pool (Django's advice) rather than a new connection for every sync hop;
+    # a burst of 500 WebSocket connects otherwise spends its handshake time opening connections.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": 30,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, cache ---------------------------------------------------------

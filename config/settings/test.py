@@ -12,6 +12,8 @@ from .base import *  # noqa: F403
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, not memory, so daphne and Celery subprocesses started by tests see the same data.
     DATABASES["default"]["TEST"] = {"NAME": str(STATE_DIR / "test.sqlite3")}  # noqa: F405
+# The test process opens and drops the test database; a pool would hold connections across that.
+DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True

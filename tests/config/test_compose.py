@@ -47,9 +47,7 @@ NOT_SETTINGS = frozenset({"PYTHON"})
 # The section of .env.example for variables only docker-compose.yml uses.
 COMPOSE_ONLY_SECTION = "docker compose only"
 
-READER_CALL = re.compile(
-    r"\b(?:env_(?:str|bool|int|list|url|choice)|email_settings)\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']"
-)
+READER_CALL = re.compile(r"\b(?:env_(?:str|bool|int|list|url|choice)|email_settings)\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']")
 OS_ENVIRON = re.compile(
     r"\bos\.(?:environ(?:\.get|\.setdefault|\.pop)?\(\s*|environ\[\s*|getenv\(\s*)[\"']([A-Z][A-Z0-9_]*)[\"']"
 )
@@ -326,7 +324,16 @@ def test_dockerfile_builds_a_non_root_image_serving_daphne_on_8000():
     users = [arguments for instruction, arguments in instructions if instruction == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
     assert ("EXPOSE", "8000") in instructions
-    assert dockerfile_cmd() == ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
+    assert dockerfile_cmd() == [
+        "daphne",
+        "-b",
+        "0.0.0.0",
+        "-p",
+        "8000",
+        "--websocket_connect_timeout",
+        "30",
+        "config.asgi:application",
+    ]
     runs = [arguments for instruction, arguments in instructions if instruction == "RUN"]
     assert any(re.search(r"pip install (--no-deps )?\.(\s|$)", run) for run in runs), "install the project"
 
@@ -538,9 +545,7 @@ def forget_sent_by(url: str, pid: int, queue: str = "celery") -> None:
 @pytest.mark.django_db(transaction=True)
 def test_migrate_command_exits_0():
     env = service_env("migrate", require_redis())
-    result = subprocess.run(
-        local(command_of("migrate")), cwd=ROOT, env=env, capture_output=True, text=True, timeout=90
-    )
+    result = subprocess.run(local(command_of("migrate")), cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 

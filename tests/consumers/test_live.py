@@ -21,6 +21,16 @@ from tests import factories
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 
 
+@pytest.fixture(autouse=True)
+async def close_thread_connections():
+    """ORM calls from these async tests run on asgiref's worker thread; close its connection afterwards so
+    the test database can be dropped at the end of the run."""
+    yield
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
+
+
 def session_cookie(user) -> str:
     client = Client()
     client.force_login(user, backend="directory.auth.OrganisationLoginBackend")
