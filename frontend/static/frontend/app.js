@@ -191,3 +191,8 @@ if (body.dataset.streams) {
   live.connect();
 }
 setUpProfile();
+
+// Signing out forgets the pages kept for offline use.
+document.querySelectorAll('form[action$="/logout/"]').forEach((form) => {
+  form.addEventListener("submit", () => { if ("caches" in window) caches.delete("pages-v1"); });
+});

@@ -1,5 +1,8 @@
 // Service worker: caches the app shell, shows web push notifications and opens them.
 const CACHE = "shell-v1";
+// Personal pages are kept apart so signing out can drop them: a shared phone must not show the last
+// person's page offline.
+const PAGES = "pages-v1";
 const SHELL = [{% for url in shell %}"{{ url|escapejs }}",{% endfor %}];
 
 self.addEventListener("install", (event) => {
@@ -8,7 +11,7 @@ self.addEventListener("install", (event) => {
 
 self.addEventListener("activate", (event) => {
   event.waitUntil(
-    caches.keys().then((keys) => Promise.all(keys.filter((k) => k !== CACHE).map((k) => caches.delete(k))))
+    caches.keys().then((keys) => Promise.all(keys.filter((k) => k !== CACHE && k !== PAGES).map((k) => caches.delete(k))))
       .then(() => self.clients.claim()),
   );
 });
@@ -31,9 +34,9 @@ self.addEventListener("fetch", (event) => {
     // Pages: always the network (they are personal), the cached page only when offline.
     event.respondWith(
       fetch(event.request).then((res) => {
-        if (res.ok) { const copy = res.clone(); caches.open(CACHE).then((c) => c.put(event.request, copy)); }
+        if (res.ok) { const copy = res.clone(); caches.open(PAGES).then((c) => c.put(event.request, copy)); }
         return res;
-      }).catch(() => caches.match(event.request).then((hit) => hit || new Response(
+      }).catch(() => caches.open(PAGES).then((c) => c.match(event.request)).then((hit) => hit || new Response(
         "<!doctype html><meta charset=utf-8><title>Offline</title><p>オフラインです / You are offline.</p>",
         { headers: { "Content-Type": "text/html; charset=utf-8" } },
       ))),
