@@ -131,13 +131,15 @@ DAPHNE_ARGS = ("--websocket_connect_timeout", "30")
 
 
 @contextmanager
-def daphne(env: Mapping[str, str] | None = None, args: Sequence[str] = DAPHNE_ARGS) -> Iterator[str]:
+def daphne(
+    env: Mapping[str, str] | None = None, args: Sequence[str] = DAPHNE_ARGS, port: int | None = None
+) -> Iterator[str]:
     """A daphne process serving the project on a free port; yields its base URL.
 
     Its output goes to a temporary file, never a pipe: nothing reads a pipe while the test runs, and daphne's
     access log (three lines per WebSocket) fills the 64 KB pipe buffer after a few hundred sockets, which
     blocks the whole server. The output's tail is printed when the test fails."""
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryFile() as output:
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *args, "config.asgi:application"],

@@ -9,8 +9,6 @@ measured (sideways scrolling, controls smaller than a thumb)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from directory.models import Organization, Role, User
 from tests import factories
-from tests.services import ROOT, daphne, free_port, require_chromium, subprocess_env, wait_for_port
+from tests.services import ROOT, daphne, free_port, require_chromium, subprocess_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -76,30 +74,6 @@ POST_NOTICE = """async ([slug, title, body]) => {
 def daphne_env() -> dict[str, str]:
     # Push jobs run inside daphne, so no task is left behind in a Redis queue that no worker reads.
     return subprocess_env(CELERY_TASK_ALWAYS_EAGER="true")
-
-
-@contextmanager
-def daphne_on(port: int, log: Path) -> Iterator[str]:
-    """Like tests.services.daphne, on a port we choose, so a test can stop the server and start it again
-    where the open page expects it."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT,
-            env=daphne_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, proc)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def person(org: Organization, login_id: str, *, last: str = "山田", first: str = "花子", **kwargs: Any) -> User:
@@ -222,10 +196,9 @@ def test_connection_banner_shows_reconnecting_and_recovers(tmp_path: Path) -> No
     admin = person(org, "admin", roles=(Role.SYSTEM_ADMIN,))
     employee = person(org, "hanako")
     port = free_port()
-    log = tmp_path / "daphne.log"
 
     with chromium() as browser:
-        with daphne_on(port, log) as base:
+        with daphne(daphne_env(), port=port) as base:
             tab = open_tab(browser, base)
             page = tab.page
             sign_in(tab, employee)
@@ -262,7 +235,7 @@ def test_connection_banner_shows_reconnecting_and_recovers(tmp_path: Path) -> No
         # A notice posted meanwhile (committed, but no server relays it) must arrive after the reconnect.
         missed = while_browsing(notice_post, author=admin, title="停電のため本日は休業", body="", push=False)
 
-        with daphne_on(port, log):
+        with daphne(daphne_env(), port=port):
             page.wait_for_function(LIVE_READY, timeout=30_000)
             expect(page.locator(f'#notices .notice[data-id="{missed.id}"]')).to_contain_text("停電のため本日は休業")
             expect(banner).to_be_hidden(timeout=5_000)
