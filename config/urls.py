@@ -1,4 +1,4 @@
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from consumers.api import PushSubscriptionApi
 from directory import api as directory_api
@@ -6,7 +6,7 @@ from frontend import views
 
 slug = "<str:slug>"
 
-api_patterns = [
+api_patterns: list[URLPattern | URLResolver] = [
     path("me/", directory_api.MeApi.as_view(), name="api-me"),
     path("me/password/", directory_api.PasswordApi.as_view(), name="api-password"),
     path("sudo/", directory_api.SudoApi.as_view(), name="api-sudo"),
@@ -14,6 +14,7 @@ api_patterns = [
     path("notices/", directory_api.NoticeApi.as_view(), name="api-notices"),
     path("push/key/", directory_api.PushKeyApi.as_view(), name="api-push-key"),
     path("push/subscriptions/", PushSubscriptionApi.as_view(), name="api-push-subscriptions"),
+    path("directory/", include("directory.api_urls")),
 ]
 
 urlpatterns = [
@@ -36,6 +37,8 @@ urlpatterns = [
     path(f"{slug}/help/", views.help_page, name="help"),
     path(f"{slug}/logo", views.logo, name="logo"),
     path(f"{slug}/manifest.webmanifest", views.manifest, name="manifest"),
+    path(f"{slug}/directory/", include("frontend.directory_urls")),
+    path(f"{slug}/", include("directory.onboarding_urls")),
 ]
 
 handler404 = "frontend.views.not_found"

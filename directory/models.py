@@ -53,6 +53,12 @@ class Organization(models.Model):
     name = models.CharField(max_length=100)
     logo = models.FileField(upload_to=logo_upload_to, blank=True)
     logo_content_type = models.CharField(max_length=50, blank=True)
+    # Licence limits: active people, active talk users, active safety-confirmation users (ANPI_LOGIN_ID set).
+    max_people = models.PositiveIntegerField(default=1000)
+    max_talk_users = models.PositiveIntegerField(default=1000)
+    max_safety_users = models.PositiveIntegerField(default=1000)
+    # Phone links on cards: "tel:" or e.g. a softphone's "com050voipbiz://keypad?tel=".
+    phone_url_scheme = models.CharField(max_length=100, default="tel:")
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -112,7 +118,15 @@ class User(AbstractBaseUser):
     # NULL, not "", for "none": the per-organisation unique constraint must ignore people without one.
     anpi_login_id = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.JA)
+    # Deactivated people are never deleted: their chat and answer history stays.
     is_active = models.BooleanField(default=True)
+    # Site operators (Django admin), not organisation roles.
+    is_staff = models.BooleanField(default=False)
+    is_superuser = models.BooleanField(default=False)
+    invited_at = models.DateTimeField(null=True, blank=True)
+    # Lower-cased, NFKC-normalised names, kana (katakana), department, digits of phones and e-mails, so
+    # that one indexed-free `icontains` answers directory search.
+    search_text = models.TextField(blank=True, default="")
     # Set for one-time and initial passwords: the person must choose their own before anything else.
     must_change_password = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
@@ -148,6 +162,13 @@ class User(AbstractBaseUser):
     def has_role(self, *roles: Role) -> bool:
         return any(role in self.roles for role in roles)
 
+    # Django admin asks these; only site operators (is_superuser) have model permissions.
+    def has_perm(self, perm: str, obj: object = None) -> bool:
+        return self.is_active and self.is_superuser
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return self.is_active and self.is_superuser
+
 
 class RoleAssignment(models.Model):
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="role_assignments")
@@ -174,3 +195,55 @@ class Notice(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class PersonalGroup(models.Model):
+    """A person's own named group of colleagues they call often (グループ電話帳); at most 10 per person."""
+
+    MAX_PER_PERSON = 10
+    MAX_MEMBERS = 100
+
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="personal_groups")
+    name = models.CharField(max_length=50)
+    members = models.ManyToManyField(User, related_name="+", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="personal_group_name_unique")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImportJob(models.Model):
+    """One directory import: the uploaded files, the preview (dry run) and, once confirmed, the result."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Checking")
+        PREVIEWED = "previewed", _("Ready to apply")
+        INVALID = "invalid", _("Has errors")
+        APPLYING = "applying", _("Applying")
+        APPLIED = "applied", _("Applied")
+        FAILED = "failed", _("Failed")
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    departments_name = models.CharField(max_length=255, blank=True)
+    departments_file = models.BinaryField(null=True, blank=True)
+    users_name = models.CharField(max_length=255, blank=True)
+    users_file = models.BinaryField(null=True, blank=True)
+    full_sync = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # {"departments": {...counts and lists}, "users": {...}} as computed by the dry run.
+    preview = models.JSONField(null=True, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"import {self.id} ({self.status})"

@@ -174,6 +174,13 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "directory.auth.OrganisationLoginBackend",
 ]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    # One-time initial passwords from a directory import; replaced at first sign-in (directory/hashers.py).
+    "directory.hashers.InitialPasswordHasher",
+]
 # The login ID is unique per organisation, not site-wide; our backend authenticates on (organisation, login ID).
 SILENCED_SYSTEM_CHECKS = ["auth.W004"]
 AUTH_PASSWORD_VALIDATORS = [
