@@ -67,9 +67,21 @@ def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
     value = env_str(name, default)
     if not value:
         return value
-    scheme = urlsplit(value).scheme
-    if scheme not in schemes:
-        raise ImproperlyConfigured(f"{name} must be a URL with scheme {', '.join(schemes)}; got scheme {scheme!r}")
+    return check_url(name, value, schemes)
+
+
+def check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ImproperlyConfigured(
+            f"{name} must be a URL with scheme {', '.join(schemes)}; got scheme {parts.scheme!r}"
+        )
+    try:
+        parts.port  # noqa: B018  (reading it validates it)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has an invalid port") from None
+    if parts.scheme in ("http", "https", "redis", "rediss", "postgres", "postgresql") and not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must name a host")
     return value
 
 

@@ -7,7 +7,7 @@ Client frames:  {"type": "subscribe", "stream": "org.5", "last_seq": 12 | null}
                 {"type": "unsubscribe", "stream": "org.5"}   {"type": "ping"}
 Server frames:  {"type": "event", "stream", "seq", "event", "data"}   {"type": "snapshot", "stream", "seq", "data"}
                 {"type": "subscribed", "stream", "seq"}   {"type": "pong"}   {"type": "error", "code", "message"}
-Close codes:    4401 not signed in, 4404 no such organisation for this person.
+Close codes:    4401 not signed in, 4403 must choose a password first, 4404 no such organisation for this person.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from directory.selectors import user_in_organization
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_PASSWORD_CHANGE = 4403
 MAX_STREAMS_PER_SOCKET = 50
 
 
@@ -65,6 +66,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if not await database_sync_to_async(user_in_organization)(user, slug):
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        if user.must_change_password:
+            await self.close(code=CLOSE_PASSWORD_CHANGE)  # as REST refuses them until they choose a password
+            return
         self.user = user
         self.streams = {}
         await self.send_json({"type": "hello", "user": user.id})
@@ -94,6 +98,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self._subscribe(content.get("stream"), content.get("last_seq"))
         elif kind == "unsubscribe":
             stream = content.get("stream")
+            if not isinstance(stream, str):
+                await self._error("bad_request", "unsubscribe needs a stream name.")
+                return
             if stream in self.streams:
                 del self.streams[stream]
                 await self.channel_layer.group_discard(stream, self.channel_name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import smtplib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -9,6 +12,8 @@ from typing import Any, TypedDict
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils import translation
+
+logger = logging.getLogger(__name__)
 
 
 class MailDict(TypedDict):
@@ -31,25 +36,53 @@ class MailMessage:
         return MailDict(to=list(self.to), subject=self.subject, body=self.body, html=self.html, language=self.language)
 
 
+class MailInterrupted(Exception):
+    """The connection failed part-way; `remaining` were not sent."""
+
+    def __init__(self, remaining: Sequence[MailMessage]) -> None:
+        super().__init__(f"{len(remaining)} messages not sent")
+        self.remaining = list(remaining)
+
+
 def mail_send_batch(messages: Sequence[MailMessage]) -> int:
-    """Send every message over one connection. Returns the number sent."""
+    """Send every message over one connection. Returns the number sent.
+
+    A recipient the server refuses is logged and skipped, so one bad address never stops the rest; a lost
+    connection raises MailInterrupted with the messages still to send."""
     if not messages:
         return 0
     connection = get_connection()
-    emails = []
-    for message in messages:
-        email = EmailMultiAlternatives(
-            subject=message.subject.replace("\n", " ").strip(),
-            body=message.body,
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=message.to,
-            connection=connection,
-            headers={"Content-Language": message.language, "Auto-Submitted": "auto-generated"},
-        )
-        if message.html:
-            email.attach_alternative(message.html, "text/html")
-        emails.append(email)
-    return connection.send_messages(emails) or 0
+    try:
+        connection.open()
+    except (smtplib.SMTPException, OSError):
+        raise MailInterrupted(messages) from None
+    sent = 0
+    try:
+        for index, message in enumerate(messages):
+            try:
+                sent += connection.send_messages([_email(message, connection)]) or 0
+            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+                logger.warning("mail to %s refused: %s", ", ".join(message.to), exc)
+            except (smtplib.SMTPException, OSError):
+                raise MailInterrupted(messages[index:]) from None
+    finally:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            connection.close()
+    return sent
+
+
+def _email(message: MailMessage, connection: Any) -> EmailMultiAlternatives:
+    email = EmailMultiAlternatives(
+        subject=message.subject.replace("\n", " ").strip(),
+        body=message.body,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=message.to,
+        connection=connection,
+        headers={"Content-Language": message.language, "Auto-Submitted": "auto-generated"},
+    )
+    if message.html:
+        email.attach_alternative(message.html, "text/html")
+    return email
 
 
 def mail_for_people(

@@ -96,7 +96,8 @@ def publish_on_commit(
     event = OutboxEvent.objects.create(
         stream=group, seq=_next_seq(group), type=event_type, data=dict(data), push=dict(push) if push else None
     )
-    transaction.on_commit(lambda: relay([event]))
+    # robust: a failing channel layer or broker must not turn the caller's committed write into a 500.
+    transaction.on_commit(lambda: relay([event]), robust=True)
     return event
 
 
@@ -119,7 +120,12 @@ def relay(events: Sequence[OutboxEvent]) -> None:
         if event.push:
             from consumers.tasks import push_event
 
-            push_event.delay(event.id)
+            try:
+                push_event.delay(event.id)
+            except Exception:
+                # Left unpublished, so the beat relay queues it again; the push task claims each event once.
+                logger.exception("queueing web push failed for %s#%s", event.stream, event.seq)
+                continue
         OutboxEvent.objects.filter(id=event.id, published_at__isnull=True).update(published_at=timezone.now())
 
 

@@ -35,12 +35,33 @@ def _b64url_ok(value: Any, *, length: int) -> bool:
     return len(raw) == length
 
 
+def _internal_host(hostname: str) -> bool:
+    import ipaddress
+    import socket
+
+    if hostname == "localhost" or hostname.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(hostname, 443, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        addresses = {hostname}  # unresolvable now: judge the literal (a name is let through)
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(str(address).split("%", 1)[0])
+        except ValueError:
+            continue
+        if not ip.is_global:
+            return True
+    return False
+
+
 def _endpoint_allowed(endpoint: str) -> bool:
     from urllib.parse import urlsplit
 
     parts = urlsplit(endpoint)
     if parts.scheme == "https" and parts.hostname:
-        return True
+        # Our workers POST to this URL: never to this machine or the private network behind it.
+        return settings.PUSH_ALLOW_LOOPBACK_HTTP or not _internal_host(parts.hostname)
     # Plain http only to this machine, and only where allowed (tests run a local push service).
     return bool(
         settings.PUSH_ALLOW_LOOPBACK_HTTP and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
@@ -86,15 +107,14 @@ def subscription_delete(*, user: Any, endpoint: str | None = None, subscription_
 
 
 def push_send(*, subscription_ids: Sequence[int], notification: dict[str, Any], ttl: int, urgency: str) -> list[int]:
-    """Send one notification to these subscriptions now. Returns the ids to retry later (429)."""
+    """Send one notification to these subscriptions now. Returns the ids to retry later: those that
+    answered 429, and those still inside an earlier Retry-After window."""
     now = timezone.now()
-    subscriptions = list(
-        PushSubscription.objects.filter(id__in=subscription_ids).filter(
-            Q(retry_after__isnull=True) | Q(retry_after__lte=now)
-        )
-    )
+    candidates = PushSubscription.objects.filter(id__in=subscription_ids)
+    subscriptions = list(candidates.filter(Q(retry_after__isnull=True) | Q(retry_after__lte=now)))
+    waiting = list(candidates.filter(retry_after__gt=now).values_list("id", flat=True))
     if not subscriptions:
-        return []
+        return waiting
     keys = vapid_keys()
     targets = [PushTarget(id=s.id, endpoint=s.endpoint, p256dh=s.p256dh, auth=s.auth) for s in subscriptions]
     message = PushMessage(payload=notification, ttl=ttl, urgency=urgency)  # type: ignore[arg-type]
@@ -105,7 +125,7 @@ def push_send(*, subscription_ids: Sequence[int], notification: dict[str, Any], 
         vapid_subject=settings.VAPID_SUBJECT,
         concurrency=settings.PUSH_CONCURRENCY,
     )
-    return _record_outcomes(outcomes)
+    return _record_outcomes(outcomes) + waiting
 
 
 def _record_outcomes(outcomes: Sequence[PushOutcome]) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -9,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from consumers.mail import MailDict, MailMessage, mail_send_batch
+from consumers.mail import MailDict, MailInterrupted, MailMessage, mail_send_batch
 from consumers.models import OutboxEvent, PushSubscription
 from consumers.publisher import relay_pending
 from consumers.push import push_send
@@ -35,20 +36,33 @@ def push_event(event_id: int) -> int:
 
 
 @shared_task(acks_late=True)
-def webpush_send(subscription_ids: list[int], notification: dict[str, Any], ttl: int, urgency: str) -> int:
-    retry = push_send(subscription_ids=subscription_ids, notification=notification, ttl=ttl, urgency=urgency)
+def webpush_send(
+    subscription_ids: list[int], notification: dict[str, Any], ttl: int, urgency: str, queued_at: float | None = None
+) -> int:
+    """Send, and reschedule what a push service asked us to delay, for as long as the push's TTL lasts."""
+    queued_at = queued_at or time.time()
+    remaining_ttl = int(ttl - (time.time() - queued_at))
+    if remaining_ttl <= 0:
+        return 0  # too late to matter: the push would have expired at the push service anyway
+    retry = push_send(subscription_ids=subscription_ids, notification=notification, ttl=remaining_ttl, urgency=urgency)
     if retry:
         due = PushSubscription.objects.filter(id__in=retry).values_list("retry_after", flat=True)
-        latest = max((d for d in due if d), default=timezone.now() + timedelta(seconds=60))
-        countdown = min(MAX_RETRY_COUNTDOWN, max(1, int((latest - timezone.now()).total_seconds()) + 1))
+        earliest = min((d for d in due if d), default=timezone.now() + timedelta(seconds=60))
+        countdown = min(MAX_RETRY_COUNTDOWN, max(1, int((earliest - timezone.now()).total_seconds()) + 1))
         if not settings.CELERY_TASK_ALWAYS_EAGER:
-            webpush_send.apply_async((retry, notification, ttl, urgency), countdown=countdown)
+            webpush_send.apply_async((retry, notification, ttl, urgency, queued_at), countdown=countdown)
     return len(subscription_ids) - len(retry)
 
 
-@shared_task(acks_late=True)
-def mail_send(messages: list[MailDict]) -> int:
-    return mail_send_batch([MailMessage(**m) for m in messages])
+@shared_task(bind=True, acks_late=True, max_retries=5)
+def mail_send(self: Any, messages: list[MailDict]) -> int:
+    try:
+        return mail_send_batch([MailMessage(**m) for m in messages])
+    except MailInterrupted as exc:
+        # Retry only what was not sent, so nobody gets a message twice.
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            raise
+        raise self.retry(args=[[m.as_dict() for m in exc.remaining]], countdown=30) from None
 
 
 @shared_task

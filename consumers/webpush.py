@@ -392,6 +392,9 @@ def _vapid_authorization(vapid: Any, *, audience: str, subject: str, expires: in
     return str(headers["Authorization"])
 
 
+MAX_RETRY_AFTER = 86400.0
+
+
 def _parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After value: delta-seconds or an HTTP-date (RFC 9110 10.2.3).
     None when absent or unreadable; a date in the past gives 0."""
@@ -399,14 +402,15 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(value)
+        # Clamped: a push service's Retry-After of years must not overflow our date arithmetic.
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # "-0000" parses as naive; HTTP dates are always GMT
         when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
+    return min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - time.time()))
 
 
 def _b64url_decode(value: str, what: str) -> bytes:

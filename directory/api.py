@@ -7,16 +7,18 @@ from typing import Any
 
 from django.contrib.auth import update_session_auth_hash
 from django.http import Http404
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import ApplicationError
 from consumers.streams import default_streams
 from consumers.vapid import vapid_keys
 from directory import services
-from directory.auth import request_person
+from directory.auth import password_confirm, request_person
 from directory.events import notice_data
 from directory.models import Organization, User
 from directory.permissions import InSudoMode, IsSystemAdmin, PasswordChanged, sudo_mode_start
@@ -90,11 +92,9 @@ class PasswordApi(OrgAPIView):
     def post(self, request: Request, slug: str) -> Response:
         data = self.In(data=request.data)
         data.is_valid(raise_exception=True)
-        user = services.password_change(
-            user=self.person,
-            old_password=data.validated_data["current_password"],
-            new_password=data.validated_data["new_password"],
-        )
+        if not password_confirm(request._request, self.person, data.validated_data["current_password"]):
+            raise ApplicationError(_("The current password is wrong."), code="wrong_password", status=403)
+        user = services.password_change(user=self.person, new_password=data.validated_data["new_password"])
         update_session_auth_hash(request._request, user)
         return Response({"ok": True})
 
@@ -104,11 +104,9 @@ class SudoApi(OrgAPIView):
         password = serializers.CharField()
 
     def post(self, request: Request, slug: str) -> Response:
-        from config.errors import ApplicationError
-
         data = self.In(data=request.data)
         data.is_valid(raise_exception=True)
-        if not request.user.check_password(data.validated_data["password"]):
+        if not password_confirm(request._request, self.person, data.validated_data["password"]):
             raise ApplicationError("The password is wrong.", code="wrong_password", status=403)
         sudo_mode_start(request._request)
         return Response({"ok": True})

@@ -12,7 +12,7 @@ from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from directory.models import User
+from directory.models import Role, RoleAssignment, User
 
 
 class OrganisationLoginBackend(BaseBackend):
@@ -72,7 +72,7 @@ def lockout_username(request: HttpRequest, credentials: dict[str, Any] | None) -
     if not slug and match is not None:
         slug = match.kwargs.get("slug")
     login_id = credentials.get("login_id") or request.POST.get("login_id", "")
-    return f"{slug or ''}:{str(login_id).strip().lower()}"[:255]
+    return f"{slug or ''}:{str(login_id).strip().lower()}".replace("\x00", "")[:255]
 
 
 class LockoutHandler(AxesDatabaseHandler):
@@ -86,8 +86,42 @@ class LockoutHandler(AxesDatabaseHandler):
         ]
         pair = counts[0] if counts else 0
         client = counts[1] if len(counts) > 1 else 0
+        if client and _never_locked_by_others(lockout_username(request, credentials)):
+            # A stranger behind the same address (carrier or office NAT, an untrusted proxy) must not lock out
+            # the people who run a disaster response; the per-pair limit still caps guesses against them.
+            client = 0
         scaled_client = client * settings.AXES_FAILURE_LIMIT // settings.AXES_CLIENT_FAILURE_LIMIT
         return int(max(pair, scaled_client))
+
+    def reset_user_attempts(self, request: HttpRequest, credentials: dict[str, Any] | None = None) -> int:
+        """A successful sign-in clears only that login's failures from that client, never the client-wide
+        count: otherwise anyone could reset it by signing in to their own account between guesses."""
+        from axes.models import AccessAttempt
+
+        deleted, _ = AccessAttempt.objects.filter(
+            username=lockout_username(request, credentials), ip_address=client_ip(request)
+        ).delete()
+        return int(deleted)
+
+
+def _never_locked_by_others(username: str) -> bool:
+    slug, _, login_id = username.partition(":")
+    if not slug or not login_id:
+        return False
+    return RoleAssignment.objects.filter(
+        user__organization__slug=slug,
+        user__login_id__iexact=login_id,
+        role__in=[Role.CRISIS_MANAGER, Role.ADMIN_ANPI],
+    ).exists()
+
+
+def password_confirm(request: HttpRequest, user: User, password: str) -> bool:
+    """Check the signed-in person's password again (sudo mode, password change) through the same
+    authentication as sign-in, so wrong guesses count towards the lockout."""
+    from django.contrib.auth import authenticate
+
+    found = authenticate(request, org_slug=user.organization.slug, login_id=user.login_id, password=password)
+    return found is not None and found.pk == user.pk
 
 
 def lockout_response(

@@ -206,7 +206,7 @@ def _queue_mail(messages: Iterable[MailMessage]) -> None:
 
     payload = [m.as_dict() for m in messages]
     if payload:
-        transaction.on_commit(lambda: mail_send.delay(payload))
+        transaction.on_commit(lambda: mail_send.delay(payload), robust=True)
 
 
 @transaction.atomic

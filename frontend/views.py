@@ -25,7 +25,7 @@ from config.throttle import throttle_allow
 from consumers.streams import default_streams
 from consumers.vapid import vapid_keys
 from directory import services
-from directory.auth import client_ip, request_person
+from directory.auth import client_ip, password_confirm, request_person
 from directory.models import Organization, Role
 from directory.permissions import sudo_mode_active, sudo_mode_start
 from directory.selectors import notice_list, organization_get, password_reset_user_exists
@@ -173,9 +173,9 @@ def password_change(request: HttpRequest, organization: Organization) -> HttpRes
         try:
             if new != again:
                 raise ApplicationError(_("The two new passwords differ."), code="mismatch")
-            services.password_change(
-                user=user, new_password=new, old_password=None if forced else request.POST.get("current_password", "")
-            )
+            if not forced and not password_confirm(request, user, request.POST.get("current_password", "")):
+                raise ApplicationError(_("The current password is wrong."), code="wrong_password")
+            services.password_change(user=user, new_password=new)
         except ApplicationError as exc:
             context.update(error=exc.message, status=400)
         else:
@@ -191,7 +191,12 @@ def password_change(request: HttpRequest, organization: Organization) -> HttpRes
 def password_reset(request: HttpRequest, organization: Organization) -> HttpResponse:
     context: dict[str, Any] = {}
     if request.method == "POST":
-        services.password_reset_request(organization=organization, login_id=request.POST.get("login_id", "")[:254])
+        login_id = request.POST.get("login_id", "")[:254].strip()
+        # Same answer either way; the throttle only stops this form being used to flood someone's inbox.
+        if throttle_allow(
+            f"reset:{organization.id}:{login_id.lower()}", limit=3, window_seconds=3600
+        ) and throttle_allow(f"reset-ip:{client_ip(request)}", limit=20, window_seconds=3600):
+            services.password_reset_request(organization=organization, login_id=login_id)
         context["sent"] = True
     return _page(request, "frontend/password_reset.html", organization, **context)
 
@@ -259,7 +264,7 @@ def sudo(request: HttpRequest, organization: Organization) -> HttpResponse:
         next_url = f"/{organization.slug}/settings/"
     context: dict[str, Any] = {"next": next_url}
     if request.method == "POST":
-        if request.user.check_password(request.POST.get("password", "")):
+        if password_confirm(request, request_person(request), request.POST.get("password", "")):
             sudo_mode_start(request)
             return redirect(next_url)
         context.update(error=_("The password is wrong."), status=400)

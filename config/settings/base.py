@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from config.env import (
+    check_url,
     email_settings,
     env_bool,
     env_choice,
@@ -60,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "config.middleware.reject_nul_middleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "directory.middleware.person_language_middleware",
@@ -114,6 +116,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_url("REDIS_URL", "", ("redis", "rediss", "unix"))
 # Extra channel-layer hosts to shard groups over (comma-separated); channels-redis has no Redis Cluster.
 CHANNEL_REDIS_URLS = env_list("CHANNEL_REDIS_URLS", [REDIS_URL] if REDIS_URL else [])
+for _url in CHANNEL_REDIS_URLS:
+    check_url("CHANNEL_REDIS_URLS", _url, ("redis", "rediss", "unix"))
 CHANNEL_REDIS_MAX_CONNECTIONS = env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 1000, minimum=10)
 CHANNEL_REDIS_PREFIX = env_str("CHANNEL_REDIS_PREFIX", "asgi")
 

@@ -63,6 +63,9 @@ def test_production_profile_passes_check_deploy(tmp_path):
         ("VAPID_PUBLIC_KEY", "abc", "VAPID_PRIVATE_KEY must be set when VAPID_PUBLIC_KEY is"),
         ("VAPID_PRIVATE_KEY", "not-a-key", "VAPID_PRIVATE_KEY is not a base64url P-256 private key"),
         ("TRUSTED_PROXY_COUNT", "-1", "TRUSTED_PROXY_COUNT must be at least 0"),
+        ("REDIS_URL", "redis://127.0.0.1:notaport/0", "REDIS_URL has an invalid port"),
+        ("CHANNEL_REDIS_URLS", "not-a-url", "CHANNEL_REDIS_URLS must be a URL with scheme"),
+        ("SITE_URL", "http://", "SITE_URL must name a host"),
     ],
 )
 def test_bad_environment_value_stops_start_up_naming_the_variable(tmp_path, name, value, message):

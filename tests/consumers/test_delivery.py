@@ -99,10 +99,49 @@ def test_gone_subscriptions_are_removed_and_429_is_honoured(org, employee, push_
     assert set(PushSubscription.objects.values_list("id", flat=True)) == {rows[201].id, rows[429].id}
     delayed = PushSubscription.objects.get(id=rows[429].id)
     assert timezone.now() + timedelta(seconds=100) < delayed.retry_after < timezone.now() + timedelta(seconds=130)
-    # until Retry-After has passed, nothing more is sent to it
+    # until Retry-After has passed nothing more is sent to it, but it is handed back to be retried, not lost
     before = len(push_service.received)
-    assert push_send(subscription_ids=[rows[429].id], notification={"title": "t"}, ttl=60, urgency="high") == []
+    assert push_send(subscription_ids=[rows[429].id], notification={"title": "t"}, ttl=60, urgency="high") == [
+        rows[429].id
+    ]
     assert len(push_service.received) == before
+
+
+def test_absurd_retry_after_is_clamped_not_a_crash(org, employee, push_service):
+    sub = push_service.new_subscription(respond=429, retry_after="100000000000000")
+    row = PushSubscription.objects.create(
+        user=employee, endpoint=sub["endpoint"], p256dh=sub["keys"]["p256dh"], auth=sub["keys"]["auth"]
+    )
+    assert push_send(subscription_ids=[row.id], notification={"title": "t"}, ttl=60, urgency="normal") == [row.id]
+    row.refresh_from_db()
+    assert row.retry_after < timezone.now() + timedelta(days=1, minutes=1)
+
+
+def test_one_refused_recipient_does_not_stop_the_batch(org, smtp_server, monkeypatch):
+    from aiosmtpd.smtp import SMTP
+
+    real_rcpt = SMTP.smtp_RCPT
+
+    async def refuse_one(self, arg):
+        if arg and "refused@" in arg:
+            await self.push("550 no such user")
+            return None
+        return await real_rcpt(self, arg)
+
+    monkeypatch.setattr(SMTP, "smtp_RCPT", refuse_one)
+    messages = [MailMessage(to=[f"{name}@example.com"], subject="s", body="b") for name in ("a", "refused", "c", "d")]
+    assert mail_send_batch(messages) == 3
+    assert sorted(m["To"] for m in smtp_server.messages) == ["a@example.com", "c@example.com", "d@example.com"]
+
+
+def test_push_endpoints_on_this_machine_or_private_network_are_refused(org, employee_client, settings):
+    settings.PUSH_ALLOW_LOOPBACK_HTTP = False
+    keys = {"p256dh": "B" + "A" * 86, "auth": "A" * 22}
+    for endpoint in ("https://127.0.0.1/push", "https://10.0.0.8/push", "https://localhost/x", "http://127.0.0.1/x"):
+        response = employee_client.post(
+            "/acme/api/push/subscriptions/", {"endpoint": endpoint, "keys": keys}, content_type="application/json"
+        )
+        assert response.status_code == 400 and response.json()["code"] == "bad_endpoint", endpoint
 
 
 def test_mail_batch_uses_one_connection_and_each_readers_language(org, smtp_server):

@@ -169,6 +169,8 @@ async def test_bad_frames_get_an_error_and_the_socket_stays_usable(people):
     assert (await ws.receive_json_from())["code"] == "bad_frame"
     await ws.send_json_to({"type": "subscribe", "stream": "org.1", "last_seq": "x"})
     assert (await ws.receive_json_from())["code"] == "bad_request"
+    await ws.send_json_to({"type": "unsubscribe", "stream": ["not", "a", "name"]})
+    assert (await ws.receive_json_from())["code"] == "bad_request"
     await ws.send_json_to({"type": "ping"})
     assert await ws.receive_json_from() == {"type": "pong"}
     await ws.disconnect()
@@ -195,6 +197,14 @@ async def test_unknown_slug_and_unknown_path_are_closed_not_found(people):
     for slug in ("nope", "ACME"):
         ws, _, _ = await open_socket(people["employee"], slug=slug)
         assert (await ws.receive_output())["code"] == 4404
+
+
+async def test_person_who_must_choose_a_password_gets_no_live_stream(people):
+    person = people["employee"]
+    person.must_change_password = True
+    await sync_to_async(person.save)()
+    ws, connected, _ = await open_socket(person)
+    assert (await ws.receive_output())["code"] == 4403
 
 
 async def test_anonymous_socket_is_closed_unauthenticated(people):

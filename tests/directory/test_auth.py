@@ -202,3 +202,53 @@ def test_person_language_setting_wins_over_browser(org, employee):
 def test_anonymous_pages_follow_the_browser_language(org):
     assert "Sign in" in Client().get("/acme/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "サインイン" in Client().get("/acme/", HTTP_ACCEPT_LANGUAGE="ja").content.decode()
+
+
+def test_signing_in_to_your_own_account_does_not_reset_a_clients_guess_count(org, settings):
+    factories.person(org, "mine")
+    factories.person(org, "victim")
+    ip = "203.0.113.20"
+    for round_ in range(3):
+        for n in range(settings.AXES_CLIENT_FAILURE_LIMIT // 2):
+            attempt(Client(), "acme", f"guess{round_}-{n}", "x", REMOTE_ADDR=ip)
+        attempt(Client(), "acme", "mine", factories.PASSWORD, REMOTE_ADDR=ip)
+    assert attempt(Client(), "acme", "victim", factories.PASSWORD, REMOTE_ADDR=ip) == 429
+
+
+def test_crisis_managers_are_not_locked_by_strangers_behind_the_same_address(org, settings):
+    factories.person(org, "chief", roles=(Role.CRISIS_MANAGER,))
+    shared = "198.51.100.200"  # an office or carrier NAT
+    for n in range(settings.AXES_CLIENT_FAILURE_LIMIT + 5):
+        attempt(Client(), "acme", f"stranger{n}", "x", REMOTE_ADDR=shared)
+    assert attempt(Client(), "acme", "chief", factories.PASSWORD, REMOTE_ADDR=shared) == 302
+
+
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/acme/", {"login_id": "a\x00b", "password": "x"}),
+        ("/acme/password/reset/", {"login_id": "a\x00"}),
+        ("/", {"email": "a\x00@example.com"}),
+    ],
+)
+def test_nul_characters_get_a_clear_400_not_a_500(org, path, data):
+    response = Client().post(path, data)
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+
+def test_sudo_password_guesses_count_towards_the_lockout(org, admin):
+    client = signed_in(admin)
+    for _ in range(9):
+        assert client.post("/acme/sudo/", {"password": "wrong"}).status_code == 400
+    assert client.post("/acme/sudo/", {"password": "wrong"}).status_code == 429
+    assert client.post("/acme/sudo/", {"password": factories.PASSWORD}).status_code == 429
+
+
+def test_password_reset_mail_is_throttled(org, employee, django_capture_on_commit_callbacks):
+    from django.core.cache import cache
+
+    cache.clear()
+    for _ in range(6):
+        with django_capture_on_commit_callbacks(execute=True):
+            Client().post("/acme/password/reset/", {"login_id": employee.login_id})
+    assert len(mail.outbox) == 3

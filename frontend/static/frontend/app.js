@@ -65,19 +65,30 @@ export class Live {
     const ws = new WebSocket(`${scheme}://${location.host}/${org}/ws/`);
     this.ws = ws;
     ws.onopen = () => {
-      this.attempt = 0;
+      // Reset the back-off only once the connection has lasted, so a server that accepts and drops at once
+      // is not hammered.
+      clearTimeout(this.stableTimer);
+      this.stableTimer = setTimeout(() => { this.attempt = 0; }, 10000);
       if (this.everOpened) showConnection("open");
       this.everOpened = true;
       body.dataset.live = "open";
       for (const stream of this.streams) this.subscribe(stream);
       clearInterval(this.pinger);
-      this.pinger = setInterval(() => this.send({ type: "ping" }), 25000);
+      this.lastHeard = Date.now();
+      this.pinger = setInterval(() => {
+        // A half-open connection (a phone changing networks) never errors: if nothing came back since the
+        // last ping, drop it and reconnect; catch-up by sequence number restores what was missed.
+        if (Date.now() - this.lastHeard > 35000) { ws.close(); return; }
+        this.send({ type: "ping" });
+      }, 25000);
     };
-    ws.onmessage = (e) => this.receive(JSON.parse(e.data));
+    ws.onmessage = (e) => { this.lastHeard = Date.now(); this.receive(JSON.parse(e.data)); };
     ws.onclose = (e) => {
       clearInterval(this.pinger);
+      clearTimeout(this.stableTimer);
       body.dataset.live = "closed";
       if (e.code === 4401) { location.href = `/${org}/?next=${encodeURIComponent(location.pathname)}`; return; }
+      if (e.code === 4403) { location.href = `/${org}/password/`; return; }
       if (e.code === 4404 || this.closedForGood) return;
       showConnection("reconnecting");
       // Back off with jitter so a restarted server isn't hit by every client at once.
@@ -192,7 +203,15 @@ if (body.dataset.streams) {
 }
 setUpProfile();
 
-// Signing out forgets the pages kept for offline use.
+// Signing out forgets the pages kept for offline use (and so does reaching a sign-in page, for sessions
+// that simply expired): a shared phone must not show the last person's pages.
 document.querySelectorAll('form[action$="/logout/"]').forEach((form) => {
-  form.addEventListener("submit", () => { if ("caches" in window) caches.delete("pages-v1"); });
+  form.addEventListener("submit", async (event) => {
+    if (!("caches" in window) || form.dataset.cleared) return;
+    event.preventDefault();
+    await caches.delete("pages-v1").catch(() => {});
+    form.dataset.cleared = "1";
+    form.submit();
+  });
 });
+if (document.getElementById("login_id") && "caches" in window) caches.delete("pages-v1").catch(() => {});
