@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.http import Http404
@@ -64,3 +65,98 @@ def password_reset_user_exists(*, organization: Organization, uidb64: str, token
     from directory.services import password_reset_user
 
     return password_reset_user(organization=organization, uidb64=uidb64, token=token) is not None
+
+
+def person_search(
+    *,
+    organization: Organization,
+    query: str = "",
+    department: Department | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    include_inactive: bool = False,
+) -> list[User]:
+    """People matching every term of `query` in name, kana (hiragana works too), department, position,
+    phone digits or e-mail; optionally within a department's subtree. Two queries at most."""
+    from directory.search import query_terms
+
+    people = User.objects.filter(organization=organization)
+    if not include_inactive:
+        people = people.filter(is_active=True)
+    for term in query_terms(query):
+        people = people.filter(search_text__contains=term)
+    if department is not None:
+        people = people.filter(department_id__in=department_subtree_ids(department=department))
+    return list(
+        people.select_related("department").order_by("last_name_kana", "first_name_kana", "login_id")[
+            offset : offset + limit
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class DepartmentNode:
+    id: int
+    code: str
+    name: str
+    name_kana: str
+    phone_number: str
+    email: str
+    people: int
+    children: list[DepartmentNode]
+
+
+def department_tree(*, organization: Organization) -> list[DepartmentNode]:
+    """The department tree with the number of active people in each department (two queries)."""
+    from django.db.models import Count, Q
+
+    rows = list(
+        Department.objects.filter(organization=organization)
+        .annotate(people=Count("members", filter=Q(members__is_active=True)))
+        .order_by("sort_order", "code")
+    )
+    children: dict[int | None, list[Department]] = {}
+    for row in rows:
+        children.setdefault(row.parent_id, []).append(row)
+
+    def build(parent_id: int | None, seen: frozenset[int]) -> list[DepartmentNode]:
+        return [
+            DepartmentNode(
+                id=d.id,
+                code=d.code,
+                name=d.name,
+                name_kana=d.name_kana,
+                phone_number=d.phone_number,
+                email=d.email,
+                people=d.people,  # type: ignore[attr-defined]
+                children=build(d.id, seen | {d.id}) if d.id not in seen else [],
+            )
+            for d in children.get(parent_id, [])
+        ]
+
+    return build(None, frozenset())
+
+
+def current_safety_answers(*, organization: Organization, user_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each person's latest answer to the organisation's open incident, or {} when no incident is open.
+
+    The safety issue fills this in; the directory card and list already show what it returns."""
+    return {}
+
+
+def access_person(user: Any, person_id: int, *, include_inactive: bool = False) -> User:
+    """A person of the caller's organisation; Http404 for anyone else."""
+    people = User.objects.filter(organization_id=user.organization_id, id=person_id).select_related("department")
+    if not include_inactive:
+        people = people.filter(is_active=True)
+    person = people.first()
+    if person is None:
+        raise Http404
+    return person
+
+
+def access_department(user: Any, department_id: int) -> Department:
+    department = Department.objects.filter(organization_id=user.organization_id, id=department_id).first()
+    if department is None:
+        raise Http404
+    return department
