@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 
 from consumers.api import PushSubscriptionApi
@@ -20,6 +21,7 @@ api_patterns: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("", views.find_organization, name="find"),
     path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
     path("sw.js", views.service_worker, name="service-worker"),
     path("i18n/", include("django.conf.urls.i18n")),
     path(f"{slug}/api/", include(api_patterns)),

@@ -22,7 +22,7 @@ from directory.auth import password_confirm, request_person
 from directory.events import notice_data
 from directory.models import Organization, User
 from directory.permissions import InSudoMode, IsSystemAdmin, PasswordChanged, sudo_mode_start
-from directory.selectors import notice_list, organization_get
+from directory.selectors import licence_usage, notice_list, organization_get
 
 
 class OrgAPIView(APIView):
@@ -119,6 +119,7 @@ class OrganizationSettingsApi(OrgAPIView):
         name = serializers.CharField(max_length=100, required=False)
         logo = serializers.FileField(required=False)
         remove_logo = serializers.BooleanField(required=False, default=False)
+        phone_url_scheme = serializers.CharField(max_length=100, required=False)
 
     def get(self, request: Request, slug: str) -> Response:
         return Response(self._out(self.organization))
@@ -131,6 +132,7 @@ class OrganizationSettingsApi(OrgAPIView):
             name=data.validated_data.get("name"),
             logo=data.validated_data.get("logo"),
             remove_logo=data.validated_data["remove_logo"],
+            phone_url_scheme=data.validated_data.get("phone_url_scheme"),
         )
         return Response(self._out(organization))
 
@@ -140,6 +142,8 @@ class OrganizationSettingsApi(OrgAPIView):
             "slug": organization.slug,
             "name": organization.name,
             "logo_url": f"/{organization.slug}/logo" if organization.logo else None,
+            "phone_url_scheme": organization.phone_url_scheme,
+            "licence": licence_usage(organization=organization),
         }
 
 

@@ -88,6 +88,9 @@ class UserManager(BaseUserManager["User"]):
         self, *, organization: Organization, login_id: str, password: str | None = None, **fields: Any
     ) -> User:
         user = self.model(organization=organization, login_id=login_id, **fields)
+        from directory.importer import user_search_text
+
+        user.search_text = user_search_text(user)
         if password:
             user.set_password(password)
         else:

@@ -160,3 +160,16 @@ def access_department(user: Any, department_id: int) -> Department:
     if department is None:
         raise Http404
     return department
+
+
+def licence_usage(*, organization: Organization) -> dict[str, dict[str, int]]:
+    """Active people, talk users and safety-confirmation users against the organisation's licence."""
+    active = User.objects.filter(organization=organization, is_active=True)
+    return {
+        "people": {"used": active.count(), "limit": organization.max_people},
+        "talk_users": {"used": active.filter(talk_available=True).count(), "limit": organization.max_talk_users},
+        "safety_users": {
+            "used": active.filter(anpi_login_id__isnull=False).count(),
+            "limit": organization.max_safety_users,
+        },
+    }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
@@ -72,6 +74,24 @@ def organization_create(
     return CreatedOrganization(organization=organization, admin=admin, password=password)
 
 
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*:[A-Za-z0-9/?=&%._~:+\-]*$")
+_FORBIDDEN_SCHEMES = ("javascript", "data", "vbscript", "file", "http", "https", "blob", "about", "ftp")
+
+
+def phone_scheme_validate(value: str) -> str:
+    """A phone link prefix: `tel:` or an app's scheme such as `com050voipbiz://keypad?tel=` or `sip:`.
+
+    The number's digits are appended to it. Schemes that run code or open web pages are refused."""
+    value = value.strip()
+    scheme = value.split(":", 1)[0].lower()
+    if not value or len(value) > 100 or not _SCHEME_RE.match(value) or scheme in _FORBIDDEN_SCHEMES:
+        raise ApplicationError(
+            _("The phone link must be tel: or an app's scheme such as com050voipbiz://keypad?tel= ."),
+            code="bad_phone_scheme",
+        )
+    return value
+
+
 @transaction.atomic
 def organization_settings_update(
     *,
@@ -79,8 +99,12 @@ def organization_settings_update(
     name: str | None = None,
     logo: UploadedFile[bytes] | None = None,
     remove_logo: bool = False,
+    phone_url_scheme: str | None = None,
 ) -> Organization:
-    """Change the organisation's display name and logo (PNG, JPEG or WebP up to LOGO_MAX_BYTES)."""
+    """Change the organisation's display name, logo (PNG, JPEG or WebP up to LOGO_MAX_BYTES) and the
+    prefix of phone links on directory cards."""
+    if phone_url_scheme is not None:
+        organization.phone_url_scheme = phone_scheme_validate(phone_url_scheme)
     if name is not None:
         name = name.strip()
         if not name or len(name) > 100:
@@ -272,9 +296,14 @@ DEMO_PEOPLE = [
 
 
 @transaction.atomic
-def demo_seed(*, password: str) -> Organization:
-    """Create (or refresh) the demo organisation `demo` with a small built-in directory. Idempotent."""
+def demo_seed(*, password: str, sample_dir: Path | None = None) -> Organization:
+    """Create (or refresh) the demo organisation `demo`. Idempotent.
+
+    With the sample TSV files (`sample_dir`), its directory comes from them through the importer, plus an
+    `admin` with every role; without them, from a small built-in set."""
     organization, _created = Organization.objects.get_or_create(slug="demo", defaults={"name": "デモ株式会社"})
+    if sample_dir is not None:
+        return _demo_from_samples(organization, password, sample_dir)
     codes: dict[str, Department] = {}
     for order, (code, name, kana, parent) in enumerate(DEMO_DEPARTMENTS):
         codes[code], _c = Department.objects.update_or_create(
@@ -287,7 +316,16 @@ def demo_seed(*, password: str) -> Organization:
                 "sort_order": order,
             },
         )
+    _demo_people(organization, password, codes)
+    return organization
+
+
+def _demo_people(
+    organization: Organization, password: str, codes: dict[str, Department], only: str | None = None
+) -> None:
     for index, (login, last, first, last_kana, first_kana, dept, region, roles, language) in enumerate(DEMO_PEOPLE):
+        if dept not in codes or (only and login != only):
+            continue
         user = User.objects.filter(organization=organization, login_id=login).first()
         if user is None:
             user = User.objects.create_user(
@@ -308,4 +346,20 @@ def demo_seed(*, password: str) -> Organization:
             )
         for role in roles:
             RoleAssignment.objects.get_or_create(user=user, role=role)
+
+
+def _demo_from_samples(organization: Organization, password: str, sample_dir: Path) -> Organization:
+    from directory.importer import import_apply
+
+    departments = sorted(sample_dir.glob("Sample_export_department_data_*.tsv"))
+    users = sorted(sample_dir.glob("Sample_export_user_data_*.tsv"))
+    if not departments or not users:
+        raise ApplicationError(f"No sample files in {sample_dir}", code="no_samples")
+    plan = import_apply(
+        organization=organization, departments_raw=departments[-1].read_bytes(), users_raw=users[-1].read_bytes()
+    )
+    if plan.faults:
+        raise ApplicationError(f"The sample files did not import: {plan.faults[0].message}", code="bad_samples")
+    home = Department.objects.filter(organization=organization).order_by("sort_order", "code").first()
+    _demo_people(organization, password, {"ADMIN": home} if home else {}, only="admin")
     return organization

@@ -28,7 +28,7 @@ from directory import services
 from directory.auth import client_ip, password_confirm, request_person
 from directory.models import Organization, Role
 from directory.permissions import sudo_mode_active, sudo_mode_start
-from directory.selectors import notice_list, organization_get, password_reset_user_exists
+from directory.selectors import licence_usage, notice_list, organization_get, password_reset_user_exists
 
 PageView = Callable[..., HttpResponseBase]
 
@@ -300,6 +300,7 @@ def organization_settings(request: HttpRequest, organization: Organization) -> H
                     name=request.POST.get("name", ""),
                     logo=request.FILES.get("logo"),
                     remove_logo=request.POST.get("remove_logo") == "1",
+                    phone_url_scheme=request.POST.get("phone_url_scheme", organization.phone_url_scheme),
                 )
             except ApplicationError as exc:
                 context.update(error=exc.message, status=400)
@@ -307,7 +308,9 @@ def organization_settings(request: HttpRequest, organization: Organization) -> H
             else:
                 messages.success(request, _("The settings have been saved."))
                 return redirect("settings", slug=organization.slug)
-    return _page(request, "frontend/settings.html", organization, **context)
+    return _page(
+        request, "frontend/settings.html", organization, licence=licence_usage(organization=organization), **context
+    )
 
 
 @org_page(login=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -28,6 +29,9 @@ from config.env import (
     state_dir,
 )
 
+# Lets generic Django classes (ModelAdmin[Model]) be subscripted at run time, as the type checker sees them.
+django_stubs_ext.monkeypatch()
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 STATE_DIR = state_dir()
 
@@ -40,6 +44,7 @@ SITE_URL = env_url("SITE_URL", "http://127.0.0.1:8000", ("http", "https")).rstri
 
 INSTALLED_APPS = [
     "daphne",
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -44,13 +44,30 @@ def test_org_create_refuses_a_bad_email(db):
     assert not Organization.objects.filter(slug="okslug").exists()
 
 
-def test_demo_seed_is_idempotent_and_signs_in(db):
+def test_built_in_demo_directory_is_idempotent(db):
+    from directory.services import demo_seed
+
+    demo_seed(password="demo-password-123")
+    demo_seed(password="demo-password-123")
+    demo = Organization.objects.get(slug="demo")
+    assert demo.departments.count() == 5 and demo.people.count() == 7
+    assert User.objects.get(organization=demo, login_id="takahashi").search_text  # searchable
+
+
+def test_demo_seed_imports_the_sample_files_and_signs_in(db):
+    from tests.services import ROOT
+
+    samples = ROOT.parent / "shared" / "fixtures" / "directory"
+    if not samples.is_dir():
+        pytest.skip(f"no sample files at {samples}")
     out = StringIO()
     call_command("demo_seed", stdout=out)
     call_command("demo_seed", stdout=StringIO())
     password = re.search(r"password: (\S+)", out.getvalue()).group(1)
     demo = Organization.objects.get(slug="demo")
-    assert demo.departments.count() == 5 and demo.people.count() == 7
+    assert demo.departments.count() == 12 and demo.people.count() == 61
+    kimura = User.objects.get(organization=demo, login_id="yuma.kimura@example.co.jp")
+    assert kimura.must_change_password and kimura.roles == {Role.SYSTEM_ADMIN}
     admin = User.objects.get(organization=demo, login_id="admin")
     assert set(Role) == admin.roles
     assert Client().post("/demo/", {"login_id": "admin", "password": password})["Location"] == "/demo/home/"
