@@ -29,8 +29,10 @@ from directory.selectors import (
 
 
 def phone_link(scheme: str, number: str) -> str:
-    digits = "".join(ch for ch in number if ch.isdigit() or ch == "+")
-    return f"{scheme}{digits}" if digits else ""
+    """The card's link for a number, or "" when it has no digits (one rule with personal groups)."""
+    from directory.groups import phone_href
+
+    return phone_href(scheme=scheme, number=number) if any(ch.isdigit() for ch in number) else ""
 
 
 def person_data(user: User, *, scheme: str, answer: dict[str, Any] | None = None, full: bool = False) -> dict[str, Any]:

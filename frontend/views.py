@@ -132,7 +132,8 @@ def login(request: HttpRequest, organization: Organization) -> HttpResponse:
         next_url = f"/{organization.slug}/home/"
     if request.method == "GET" and request.user.is_authenticated:
         return redirect(next_url)
-    context: dict[str, Any] = {"next": next_url}
+    # The printed sign-in sheet's QR code carries the login ID.
+    context: dict[str, Any] = {"next": next_url, "login_id": request.GET.get("login_id", "").strip()[:254]}
     if request.method == "POST":
         login_id = request.POST.get("login_id", "").strip()[:254]
         password = request.POST.get("password", "")
