@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def phone_scheme_validate(value: str) -> str:
     """A phone link prefix: `tel:` or an app's scheme such as `com050voipbiz://keypad?tel=` or `sip:`.
 
     The number's digits are appended to it. Schemes that run code or open web pages are refused."""
-    value = value.strip()
+    value = unicodedata.normalize("NFKC", value).strip()  # full-width input from a Japanese keyboard
     scheme = value.split(":", 1)[0].lower()
     if not value or len(value) > 100 or not _SCHEME_RE.match(value) or scheme in _FORBIDDEN_SCHEMES:
         raise ApplicationError(

@@ -204,6 +204,7 @@ async def test_person_who_must_choose_a_password_gets_no_live_stream(people):
     person.must_change_password = True
     await sync_to_async(person.save)()
     ws, connected, _ = await open_socket(person)
+    assert connected
     assert (await ws.receive_output())["code"] == 4403
 
 
