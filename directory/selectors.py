@@ -41,13 +41,17 @@ def notice_list(*, organization: Organization, limit: int = 20) -> list[Notice]:
 
 
 def department_subtree_ids(*, department: Department) -> set[int]:
-    """The department and everything below it (one query per level)."""
+    """The department and everything below it, in one query: an organisation's tree is small, so it is
+    read whole and walked here rather than one query per level."""
+    children: dict[int, list[int]] = {}
+    rows = Department.objects.filter(organization_id=department.organization_id).values_list("id", "parent_id")
+    for dept_id, parent_id in rows:
+        if parent_id is not None:
+            children.setdefault(parent_id, []).append(dept_id)
     ids = {department.id}
     frontier = [department.id]
     while frontier:
-        frontier = list(
-            Department.objects.filter(parent_id__in=frontier).exclude(id__in=ids).values_list("id", flat=True)
-        )
+        frontier = [child for parent in frontier for child in children.get(parent, ()) if child not in ids]
         ids.update(frontier)
     return ids
 

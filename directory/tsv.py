@@ -54,10 +54,7 @@ USER_COLUMNS = (
     "ANPI_LOGIN_ID",
     "LANGUAGE",
 )
-REQUIRED_COLUMNS: dict[FileKind, tuple[str, ...]] = {
-    "departments": ("DEPARTMENT_CODE", "DEPARTMENT_NAME"),
-    "users": ("LOGIN_ID", "LAST_NAME"),
-}
+# Every column must be in the header (an export has them all); which cells may be empty is checked per row.
 ALL_COLUMNS: dict[FileKind, tuple[str, ...]] = {"departments": DEPARTMENT_COLUMNS, "users": USER_COLUMNS}
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 100_000
@@ -172,9 +169,7 @@ def decode(raw: bytes, *, kind: FileKind) -> str:
     """Text of a TSV file in any encoding Excel on Japanese Windows produces."""
     if len(raw) > MAX_FILE_BYTES:
         raise TsvFileError(
-            ImportFault(
-                kind, None, None, Fault.TOO_LARGE, f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB."
-            )
+            ImportFault(kind, None, None, Fault.TOO_LARGE, f"The file is larger than {_size(MAX_FILE_BYTES)}.")
         )
     if raw.startswith(b"\xef\xbb\xbf"):
         candidates: Sequence[tuple[str, bytes]] = [("utf-8", raw[3:])]
@@ -200,16 +195,27 @@ def decode(raw: bytes, *, kind: FileKind) -> str:
     )
 
 
+def _size(limit: int) -> str:
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if limit >= scale:
+            return f"{limit / scale:.3g} {unit}"
+    return f"{limit} bytes"
+
+
+# Control characters no spreadsheet writes into a text file. Checked over the whole text, not a sample: a NUL
+# further down would otherwise reach PostgreSQL, which refuses it in a text column.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
 def _looks_binary(text: str) -> bool:
-    sample = text[:4096]
-    controls = sum(1 for ch in sample if ch == "\x00" or (ord(ch) < 32 and ch not in "\t\r\n\x0c"))
-    return controls > 0
+    return _CONTROL_RE.search(text) is not None
 
 
 # --- Formula guard: export escapes, import unescapes ------------------------------------------------------
 
-_FORMULA_RE = re.compile(r"^'*[=+\-@]")
-_ESCAPED_RE = re.compile(r"^'+[=+\-@]")
+# A cell Excel would run as a formula starts with =, +, - or @; tab and CR are guarded too (OWASP's list).
+_FORMULA_RE = re.compile(r"^'*[=+\-@\t\r]")
+_ESCAPED_RE = re.compile(r"^'+[=+\-@\t\r]")
 
 
 def excel_safe(value: str) -> str:
@@ -219,31 +225,36 @@ def excel_safe(value: str) -> str:
 
 
 def from_excel_safe(value: str) -> str:
-    return value[1:] if _ESCAPED_RE.match(value) else value
+    return value[1:] if value[:1] == "'" and _ESCAPED_RE.match(value) else value
 
 
 # --- Reading --------------------------------------------------------------------------------------------
 
 
 def _table(text: str, kind: FileKind) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-empty rows, each with the line it starts on (a quoted cell may span lines)."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quotechar='"', strict=False)
     rows: list[tuple[int, list[str]]] = []
     header: list[str] | None = None
+    line = 1
     try:
         for cells in reader:
-            line = reader.line_num
             if header is None:
                 header = [c.strip().lstrip("\ufeff") for c in cells]
-                continue
-            if not any(c.strip() for c in cells):
-                continue  # Excel leaves empty rows at the end
-            if len(rows) >= MAX_ROWS:
-                raise TsvFileError(ImportFault(kind, line, None, Fault.TOO_MANY_ROWS, f"More than {MAX_ROWS} rows."))
-            rows.append((line, cells))
+            elif "".join(cells).strip():  # Excel leaves empty rows at the end
+                if len(rows) >= MAX_ROWS:
+                    raise TsvFileError(
+                        ImportFault(kind, line, None, Fault.TOO_MANY_ROWS, f"More than {MAX_ROWS} rows.")
+                    )
+                rows.append((line, cells))
+            line = reader.line_num + 1
     except csv.Error as exc:
-        raise TsvFileError(ImportFault(kind, reader.line_num, None, Fault.NOT_TEXT, f"Unreadable: {exc}")) from None
+        raise TsvFileError(ImportFault(kind, line, None, Fault.NOT_TEXT, f"Unreadable: {exc}")) from None
     if header is None or not any(header):
         raise TsvFileError(ImportFault(kind, None, None, Fault.EMPTY, "The file is empty."))
+    if not rows:
+        # Never a no-op: with a full sync an empty user file would deactivate everyone.
+        raise TsvFileError(ImportFault(kind, None, None, Fault.EMPTY, "The file has a header but no rows."))
     return header, rows
 
 
@@ -259,7 +270,9 @@ def _check_header(header: list[str], kind: FileKind) -> list[ImportFault]:
             faults.append(
                 ImportFault(kind, 1, name or None, Fault.UNKNOWN_COLUMN, f"Unknown column {name!r} in the header.")
             )
-    for name in REQUIRED_COLUMNS[kind]:
+    # Every column, not only the required cells: a missing column would otherwise blank that field of every
+    # existing person on re-import.
+    for name in known:
         if name not in seen:
             faults.append(ImportFault(kind, 1, name, Fault.MISSING_COLUMN, f"The header has no {name} column."))
     return faults
@@ -271,22 +284,25 @@ def _records(text: str, kind: FileKind, faults: list[ImportFault]) -> list[tuple
     if header_faults:
         faults.extend(header_faults)
         return []
+    width = len(header)
     records = []
     for line, cells in rows:
-        if len(cells) != len(header):
+        if len(cells) != width:
             faults.append(
                 ImportFault(
                     kind,
                     line,
                     None,
                     Fault.COLUMN_COUNT,
-                    f"The line has {len(cells)} columns; the header has {len(header)}.",
+                    f"The line has {len(cells)} columns; the header has {width}.",
                 )
             )
             continue
-        records.append(
-            (line, {name: from_excel_safe(value.strip()) for name, value in zip(header, cells, strict=True)})
-        )
+        values = [c.strip() for c in cells]
+        for index, value in enumerate(values):
+            if value[:1] == "'":  # rare: only these can carry the export's formula guard
+                values[index] = from_excel_safe(value)
+        records.append((line, dict(zip(header, values, strict=True))))
     return records
 
 
@@ -294,16 +310,33 @@ _KANA_RE = re.compile(r"^[\u30a0-\u30ff\u3000 ・ー]*$")
 _PHONE_RE = re.compile(r"^[0-9+\-() #*]*$")
 _ANPI_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _LOGIN_RE = re.compile(r"^\S{1,254}$")
+_INTEGER_RE = re.compile(r"^[+-]?[0-9]{1,10}$")
+_HIRAGANA_TO_KATAKANA = {code: code + 0x60 for code in range(0x3041, 0x3097)}
+_ROLES = frozenset(Role.values)
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # SORT_ORDER is an IntegerField
 
 
 def _kana(value: str) -> str:
     # Half-width katakana and hiragana become full-width katakana, as people type both.
-    value = unicodedata.normalize("NFKC", value)
-    return "".join(chr(ord(ch) + 0x60) if "\u3041" <= ch <= "\u3096" else ch for ch in value)
+    return unicodedata.normalize("NFKC", value).translate(_HIRAGANA_TO_KATAKANA)
+
+
+def _nfkc(value: str) -> str:
+    return value if value.isascii() else unicodedata.normalize("NFKC", value)
+
+
+# Dashes a Japanese IME puts in phone numbers that NFKC leaves alone: ‐ ‑ ‒ – — ― − ー and half-width ｰ.
+_DASHES = {ord(ch): "-" for ch in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff70"}
+
+
+def _phone(value: str) -> str:
+    return value if value.isascii() else unicodedata.normalize("NFKC", value.translate(_DASHES))
 
 
 class _Row:
     """Checks one record's cells, collecting faults rather than stopping at the first."""
+
+    __slots__ = ("faults", "kind", "line", "record")
 
     def __init__(self, kind: FileKind, line: int, record: dict[str, str], faults: list[ImportFault]) -> None:
         self.kind, self.line, self.record, self.faults = kind, line, record, faults
@@ -312,9 +345,10 @@ class _Row:
         self.faults.append(ImportFault(self.kind, self.line, column, code, message))
 
     def text(self, column: str, *, max_length: int, required: bool = False) -> str:
-        value = self.record.get(column, "")
-        if required and not value:
-            self.fault(column, Fault.REQUIRED, f"{column} is required.")
+        value = self.record[column]
+        if not value:
+            if required:
+                self.fault(column, Fault.REQUIRED, f"{column} is required.")
         elif len(value) > max_length:
             self.fault(column, Fault.TOO_LONG, f"{column} is longer than {max_length} characters.")
         return value
@@ -328,27 +362,32 @@ class _Row:
                 self.fault(column, Fault.INVALID_EMAIL, f"{value!r} is not a valid e-mail address.")
         return value
 
-    def phone(self, column: str) -> str:
-        value = unicodedata.normalize("NFKC", self.text(column, max_length=30))
+    def phone(self, column: str, max_length: int = 30) -> str:
+        # Normalised first, then measured: NFKC may lengthen a value ("⑴" is "(1)").
+        value = self.record[column] = _phone(self.record[column])
+        value = self.text(column, max_length=max_length)
         if value and not _PHONE_RE.match(value):
             self.fault(column, Fault.INVALID_PHONE, f"{value!r} is not a phone number.")
         return value
 
     def kana(self, column: str, max_length: int) -> str:
-        value = _kana(self.text(column, max_length=max_length))
-        if value and not _KANA_RE.match(value):
-            self.fault(column, Fault.INVALID_KANA, f"{column} must be written in katakana.")
+        value = self.record[column]
+        if value:
+            value = self.record[column] = _kana(value)
+            value = self.text(column, max_length=max_length)
+            if not _KANA_RE.match(value):
+                self.fault(column, Fault.INVALID_KANA, f"{column} must be written in katakana.")
         return value
 
 
 def _department(line: int, record: dict[str, str], faults: list[ImportFault]) -> DepartmentRow:
     row = _Row("departments", line, record, faults)
-    sort_raw = unicodedata.normalize("NFKC", record.get("SORT_ORDER", ""))
+    sort_raw = _nfkc(record["SORT_ORDER"])
     sort_order = 0
     if sort_raw:
-        try:
+        if _INTEGER_RE.match(sort_raw) and _INT_MIN <= int(sort_raw) <= _INT_MAX:
             sort_order = int(sort_raw)
-        except ValueError:
+        else:
             row.fault("SORT_ORDER", Fault.INVALID_INTEGER, f"SORT_ORDER must be a whole number, not {sort_raw!r}.")
     return DepartmentRow(
         line=line,
@@ -367,26 +406,31 @@ def _user(line: int, record: dict[str, str], faults: list[ImportFault]) -> UserR
     login_id = row.text("LOGIN_ID", max_length=254, required=True)
     if login_id and not _LOGIN_RE.match(login_id):
         row.fault("LOGIN_ID", Fault.INVALID_LOGIN_ID, "LOGIN_ID must not contain spaces.")
-    region = unicodedata.normalize("NFKC", record.get("REGION_CODE", ""))
-    if region.isdigit() and len(region) == 1:
+    region = _nfkc(record["REGION_CODE"])
+    if len(region) == 1 and region.isdigit():
         region = "0" + region  # Excel drops the leading zero of 01-09
     if region and region not in PREFECTURES:
         row.fault("REGION_CODE", Fault.UNKNOWN_REGION, f"{region!r} is not a prefecture code (01-47).")
-    privileges = frozenset(p.strip() for p in record.get("PRIVILEGES", "").replace("、", ",").split(",") if p.strip())
-    unknown = sorted(privileges - set(Role.values))
-    if unknown:
+    privileges_raw = record["PRIVILEGES"]
+    privileges: frozenset[str] = (
+        frozenset(p.strip() for p in privileges_raw.replace("、", ",").split(",") if p.strip())
+        if privileges_raw
+        else frozenset()
+    )
+    if not privileges <= _ROLES:
+        unknown = sorted(privileges - _ROLES)
         row.fault("PRIVILEGES", Fault.UNKNOWN_PRIVILEGE, f"Unknown privilege: {', '.join(unknown)}.")
-    talk_raw = unicodedata.normalize("NFKC", record.get("TALK_AVAILABLE", ""))
+    talk_raw = _nfkc(record["TALK_AVAILABLE"])
     if talk_raw not in ("", "0", "1"):
         row.fault("TALK_AVAILABLE", Fault.INVALID_FLAG, f"TALK_AVAILABLE must be 1 or 0, not {talk_raw!r}.")
-    anpi = record.get("ANPI_LOGIN_ID", "")
+    anpi = record["ANPI_LOGIN_ID"]
     if anpi and not _ANPI_RE.match(anpi):
         row.fault(
             "ANPI_LOGIN_ID",
             Fault.INVALID_ANPI_LOGIN_ID,
             "ANPI_LOGIN_ID must be 1-32 half-width letters and digits.",
         )
-    language = record.get("LANGUAGE", "").lower() or "ja"
+    language = _nfkc(record["LANGUAGE"]).lower() or "ja"
     if language not in ("ja", "en"):
         row.fault("LANGUAGE", Fault.UNKNOWN_LANGUAGE, f"LANGUAGE must be ja or en, not {language!r}.")
     return UserRow(
@@ -403,7 +447,7 @@ def _user(line: int, record: dict[str, str], faults: list[ImportFault]) -> UserR
         email2=row.email("Email 2"),
         phone_number=row.phone("PHONE_NUMBER"),
         mobile_phone_number=row.phone("MOBILE_PHONE_NUMBER"),
-        extension_number=row.phone("EXTENSION_NUMBER"),
+        extension_number=row.phone("EXTENSION_NUMBER", max_length=20),
         region_code=region,
         privileges=privileges,
         talk_available=talk_raw == "1",
@@ -439,6 +483,7 @@ def parse_departments(raw: bytes) -> Parsed:
 
 
 def parse_users(raw: bytes) -> Parsed:
+    """Read a user file. File-level problems raise TsvFileError; row problems are in `faults`."""
     parsed = Parsed()
     text = decode(raw, kind="users")
     for line, record in _records(text, "users", parsed.faults):

@@ -60,8 +60,10 @@ def _page(request: HttpRequest, template: str, organization: Organization | None
     user = request.user
     context.setdefault("organization", organization)
     if organization and user.is_authenticated:
-        context.setdefault("streams_json", json.dumps(default_streams(user)))
-        context.setdefault("is_system_admin", user.has_role(Role.SYSTEM_ADMIN))
+        person = request_person(request)
+        context.setdefault("is_system_admin", person.has_role(Role.SYSTEM_ADMIN))
+        if not person.must_change_password:  # the live stream opens once they have chosen a password
+            context.setdefault("streams_json", json.dumps(default_streams(person)))
     return render(request, template, context, status=status)
 
 

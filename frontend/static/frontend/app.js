@@ -88,7 +88,10 @@ export class Live {
       clearTimeout(this.stableTimer);
       body.dataset.live = "closed";
       if (e.code === 4401) { location.href = `/${org}/?next=${encodeURIComponent(location.pathname)}`; return; }
-      if (e.code === 4403) { location.href = `/${org}/password/`; return; }
+      if (e.code === 4403) {
+        if (location.pathname !== `/${org}/password/`) location.href = `/${org}/password/`;
+        return;
+      }
       if (e.code === 4404 || this.closedForGood) return;
       showConnection("reconnecting");
       // Back off with jitter so a restarted server isn't hit by every client at once.
