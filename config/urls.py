@@ -3,7 +3,7 @@ from django.urls import URLPattern, URLResolver, include, path
 
 from consumers.api import PushSubscriptionApi
 from directory import api as directory_api
-from frontend import views
+from frontend import disaster_views, views
 
 slug = "<str:slug>"
 
@@ -22,6 +22,7 @@ urlpatterns = [
     path("", views.find_organization, name="find"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/jma/", include("safety.urls")),
     path("sw.js", views.service_worker, name="service-worker"),
     path("i18n/", include("django.conf.urls.i18n")),
     path(f"{slug}/api/", include(api_patterns)),
@@ -40,6 +41,7 @@ urlpatterns = [
     path(f"{slug}/logo", views.logo, name="logo"),
     path(f"{slug}/manifest.webmanifest", views.manifest, name="manifest"),
     path(f"{slug}/directory/", include("frontend.directory_urls")),
+    path(f"{slug}/disaster/", disaster_views.disaster_page, name="disaster"),
     path(f"{slug}/", include("directory.onboarding_urls")),
 ]
 

@@ -14,6 +14,7 @@ from django.http import Http404
 
 from directory import events as directory_events
 from directory.models import User
+from safety import events as safety_events
 
 STREAM_RE = re.compile(r"^([a-z]+)\.([0-9A-Za-z_-]{1,64})$")
 
@@ -28,6 +29,7 @@ class StreamKind:
 STREAM_KINDS: dict[str, StreamKind] = {
     "org": StreamKind(directory_events.org_stream_access, directory_events.org_stream_snapshot),
     "user": StreamKind(directory_events.user_stream_access, directory_events.user_stream_snapshot),
+    "jma": StreamKind(safety_events.jma_stream_access, safety_events.jma_stream_snapshot),
 }
 
 

@@ -29,6 +29,7 @@ from directory.auth import client_ip, password_confirm, request_person
 from directory.models import Organization, Role
 from directory.permissions import sudo_mode_active, sudo_mode_start
 from directory.selectors import licence_usage, notice_list, organization_get, password_reset_user_exists
+from safety.events import can_read_reports
 
 PageView = Callable[..., HttpResponseBase]
 
@@ -62,6 +63,7 @@ def _page(request: HttpRequest, template: str, organization: Organization | None
     if organization and user.is_authenticated:
         person = request_person(request)
         context.setdefault("is_system_admin", person.has_role(Role.SYSTEM_ADMIN))
+        context.setdefault("reads_disaster_info", can_read_reports(person))
         if not person.must_change_password:  # the live stream opens once they have chosen a password
             context.setdefault("streams_json", json.dumps(default_streams(person)))
     return render(request, template, context, status=status)

@@ -302,3 +302,28 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"axes": {"level": "WARNING"}},
 }
+
+# --- JMA feed (safety/jma) ------------------------------------------------------------------------------
+# PULL feeds polled with conditional GET, comma-separated; set it empty to turn polling off.
+JMA_FEED_URLS = [
+    url.strip()
+    for url in env_str(
+        "JMA_FEED_URLS",
+        "https://www.data.jma.go.jp/developer/xml/feed/eqvol.xml,https://www.data.jma.go.jp/developer/xml/feed/extra.xml",
+    ).split(",")
+    if url.strip()
+]
+for _url in JMA_FEED_URLS:
+    check_url("JMA_FEED_URLS", _url, ("http", "https"))
+JMA_POLL_SECONDS = env_int("JMA_POLL_SECONDS", 60, minimum=10)
+# Poll from a thread of the web process (the embedded default without Redis and beat; bin/run sets it).
+JMA_POLL_IN_PROCESS = env_bool("JMA_POLL_IN_PROCESS", False)
+# Bearer token of POST /api/jma/documents/ (push a document in); empty turns the endpoint off.
+JMA_INGEST_TOKEN = env_str("JMA_INGEST_TOKEN")
+JMA_MAX_DOCUMENT_BYTES = env_int("JMA_MAX_DOCUMENT_BYTES", 5 * 1024 * 1024, minimum=64 * 1024)
+JMA_HTTP_TIMEOUT = env_int("JMA_HTTP_TIMEOUT", 20, minimum=1, maximum=300)
+CELERY_BEAT_SCHEDULE["jma-poll"] = {
+    "task": "safety.tasks.jma_poll",
+    "schedule": float(JMA_POLL_SECONDS),
+    "options": {"expires": float(JMA_POLL_SECONDS)},
+}
