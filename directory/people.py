@@ -16,26 +16,13 @@ from django.utils.translation import gettext as _
 
 from config.errors import ApplicationError
 from directory.hashers import InitialPasswordHasher
-from directory.importer import refresh_search_text, user_search_text
+from directory.importer import USER_FIELDS, refresh_search_text, user_search_text
 from directory.models import Department, Organization, Role, RoleAssignment, User
 from directory.regions import PREFECTURES
 from directory.tsv import _ANPI_RE, _LOGIN_RE, _PHONE_RE, _kana
 
-PERSON_FIELDS = (
-    "last_name",
-    "first_name",
-    "last_name_kana",
-    "first_name_kana",
-    "position",
-    "email",
-    "email2",
-    "phone_number",
-    "mobile_phone_number",
-    "extension_number",
-    "region_code",
-    "talk_available",
-    "language",
-)
+# The fields a person edits one by one are the ones the import writes.
+PERSON_FIELDS = USER_FIELDS
 
 
 def _clean_person(organization: Organization, data: dict[str, Any], *, user: User | None) -> dict[str, Any]:
