@@ -185,9 +185,7 @@ class LocalPushService:
             "keys": {"p256dh": _b64url_encode(public), "auth": _b64url_encode(auth_secret)},
         }
 
-    def set_response(
-        self, endpoint: str, status: int, retry_after: str | None = None, *, delay: float = 0.0
-    ) -> None:
+    def set_response(self, endpoint: str, status: int, retry_after: str | None = None, *, delay: float = 0.0) -> None:
         """Change how an endpoint answers. ``delay`` holds the answer back that many seconds,
         which lets a test make early targets finish last."""
         path = urlsplit(endpoint).path
@@ -203,8 +201,7 @@ class LocalPushService:
         with self._changed:
             if not self._changed.wait_for(lambda: len(self.received) >= n, timeout=timeout):
                 raise AssertionError(
-                    f"expected {n} pushes within {timeout}s, received {len(self.received)}; "
-                    f"rejected: {self.rejected}"
+                    f"expected {n} pushes within {timeout}s, received {len(self.received)}; rejected: {self.rejected}"
                 )
             return list(self.received)
 
@@ -251,9 +248,7 @@ class LocalPushService:
         headers = {name.lower(): value for name, value in request.headers.items()}
 
         if headers.get("content-encoding", "").lower() != "aes128gcm":
-            raise _Rejected(
-                400, f"Content-Encoding must be aes128gcm, got {headers.get('content-encoding')!r}"
-            )
+            raise _Rejected(400, f"Content-Encoding must be aes128gcm, got {headers.get('content-encoding')!r}")
         ttl_text = headers.get("ttl", "")
         if not (ttl_text.isascii() and ttl_text.isdigit()):
             raise _Rejected(400, f"TTL must be a non-negative integer, got {ttl_text!r}")
@@ -333,9 +328,7 @@ def _verify_jwt(token: str, key: str) -> dict[str, Any]:
         signature = _b64url_decode(signature_b64)
         if len(signature) != 64:
             raise _Rejected(401, f"ES256 signature must be 64 bytes, got {len(signature)}")
-        der = encode_dss_signature(
-            int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        )
+        der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
         public_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _b64url_decode(key))
         public_key.verify(der, f"{header_b64}.{claims_b64}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
         claims = json.loads(_b64url_decode(claims_b64))

@@ -63,6 +63,20 @@ def require_chromium() -> str:
     return path
 
 
+SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+def shared_fixtures(kind: str) -> Path:
+    """`../shared/fixtures/<kind>` (jma, directory). Absent: skip with the reason outside CI, fail in CI."""
+    path = SHARED_FIXTURES / kind
+    if not path.is_dir():
+        message = f"the shared {kind} fixtures are not at {path}; check out ../shared next to the repository"
+        if IN_CI:
+            pytest.fail(f"{message} (CI must have them)")
+        pytest.skip(message)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,11 +29,11 @@ from tests.browser.test_pwa import (
     sign_in,
     while_browsing,
 )
-from tests.services import IN_CI, daphne
+from tests.services import SHARED_FIXTURES, daphne, shared_fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "directory"
+FIXTURES = SHARED_FIXTURES / "directory"
 DEPARTMENTS_FILE = FIXTURES / "Sample_export_department_data_20261121090000.tsv"
 USERS_FILE = FIXTURES / "excel_text_cp932_export_user_data.tsv"
 # Everything the page hears about imports, in order, recorded before anything is uploaded.
@@ -58,10 +58,7 @@ STILL_WORKING = r"""() => {
 
 
 def sample_files() -> tuple[Path, Path]:
-    if not (DEPARTMENTS_FILE.exists() and USERS_FILE.exists()):
-        if IN_CI:
-            pytest.fail(f"the sample directory files are missing from {FIXTURES}")
-        pytest.skip(f"needs the sample directory files in {FIXTURES}")
+    shared_fixtures("directory")
     return DEPARTMENTS_FILE, USERS_FILE
 
 

@@ -11,10 +11,10 @@ from playwright.sync_api import expect
 from directory.models import Role
 from tests import factories
 from tests.browser.test_pwa import LIVE_READY, chromium, layout_problems, open_tab, person, sign_in
-from tests.services import IN_CI, ROOT, daphne, subprocess_env
+from tests.services import SHARED_FIXTURES, daphne, shared_fixtures, subprocess_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
-JMA = ROOT.parent / "shared" / "fixtures" / "jma"
+JMA = SHARED_FIXTURES / "jma"
 # The fixtures hold the Noto 2024 震度速報 (VXSE51); its VXSE53 is not among them.
 NOTO = JMA / "earthquake" / "REAL_2024-01-01_noto_vxse51_max6plus_31prefs__IntensityReportL.xml"
 DRILL = JMA / "tsunami"
@@ -33,10 +33,7 @@ def push(base: str, path, url: str) -> dict:
 
 
 def test_disaster_page_shows_a_replayed_noto_report_live_and_marks_drills():
-    if not NOTO.exists():
-        if IN_CI:
-            pytest.fail(f"missing fixture {NOTO}")
-        pytest.skip(f"no JMA fixtures at {JMA}")
+    shared_fixtures("jma")
     drill = next(iter(sorted(DRILL.glob("TRAINING_*vtse41*MAJOR*.xml"))), None)
     org = factories.organization(slug="acme", name="ACME株式会社")
     chief = person(org, "chief", last="危機", first="管理", roles=(Role.CRISIS_MANAGER,))

@@ -120,9 +120,7 @@ def test_ttl_urgency_and_topic_headers_arrive(push_service: LocalPushService, va
     assert push.headers["content-encoding"] == "aes128gcm"
 
 
-def test_default_urgency_is_normal_and_no_topic_is_sent(
-    push_service: LocalPushService, vapid: tuple[str, str]
-) -> None:
+def test_default_urgency_is_normal_and_no_topic_is_sent(push_service: LocalPushService, vapid: tuple[str, str]) -> None:
     send([target(push_service.new_subscription(), id=1)], vapid, PushMessage(payload=PAYLOAD, ttl=0))
 
     [push] = push_service.wait_for(1)
@@ -160,9 +158,7 @@ def test_one_signature_per_audience_per_batch(
     push_service: LocalPushService, second_push_service: LocalPushService, vapid: tuple[str, str]
 ) -> None:
     # Interleave two push services (different ports, so different audiences) in one batch.
-    targets = [
-        target((push_service if i % 2 else second_push_service).new_subscription(), id=i) for i in range(40)
-    ]
+    targets = [target((push_service if i % 2 else second_push_service).new_subscription(), id=i) for i in range(40)]
 
     outcomes = send(targets, vapid)
 
@@ -261,9 +257,7 @@ def test_429_retry_after(
     assert outcome.retry_after == expected
 
 
-def test_429_retry_after_http_date_gives_the_delta(
-    push_service: LocalPushService, vapid: tuple[str, str]
-) -> None:
+def test_429_retry_after_http_date_gives_the_delta(push_service: LocalPushService, vapid: tuple[str, str]) -> None:
     subscription = push_service.new_subscription(respond=429, retry_after=_http_date(300))
 
     [outcome] = send([target(subscription, id=3)], vapid)
@@ -378,9 +372,7 @@ def test_refused_connection_is_an_outcome_with_no_status(
     push_service: LocalPushService, vapid: tuple[str, str]
 ) -> None:
     good = target(push_service.new_subscription(), id=1)
-    dead = PushTarget(
-        id=2, endpoint=f"http://127.0.0.1:{_free_port()}/push/x", p256dh=good.p256dh, auth=good.auth
-    )
+    dead = PushTarget(id=2, endpoint=f"http://127.0.0.1:{_free_port()}/push/x", p256dh=good.p256dh, auth=good.auth)
 
     outcomes = send([dead, good], vapid)
 
@@ -389,9 +381,7 @@ def test_refused_connection_is_an_outcome_with_no_status(
     assert outcomes[1].ok
 
 
-def test_a_push_service_that_never_answers_times_out(
-    push_service: LocalPushService, vapid: tuple[str, str]
-) -> None:
+def test_a_push_service_that_never_answers_times_out(push_service: LocalPushService, vapid: tuple[str, str]) -> None:
     good = target(push_service.new_subscription(), id=1)
     # A listening socket nobody accepts from: the kernel completes the handshake, then silence.
     with socket.socket() as silent:
@@ -424,9 +414,7 @@ def test_wrong_vapid_key_is_refused_with_401(push_service: LocalPushService, vap
     assert len(push_service.rejected) == 1 and "applicationServerKey" in push_service.rejected[0]
 
 
-def test_unusable_endpoint_fails_that_target_only(
-    push_service: LocalPushService, vapid: tuple[str, str]
-) -> None:
+def test_unusable_endpoint_fails_that_target_only(push_service: LocalPushService, vapid: tuple[str, str]) -> None:
     good = target(push_service.new_subscription(), id=1)
     bad = [
         PushTarget(id=2, endpoint="ftp://push.example/x", p256dh=good.p256dh, auth=good.auth),
@@ -475,9 +463,7 @@ def test_batch_wide_mistakes_raise_before_anything_is_sent(
     assert push_service.received == [] and push_service.rejected == []
 
 
-def test_https_subject_with_a_path_is_accepted(
-    push_service: LocalPushService, vapid: tuple[str, str]
-) -> None:
+def test_https_subject_with_a_path_is_accepted(push_service: LocalPushService, vapid: tuple[str, str]) -> None:
     # py_vapid's strict check would refuse this RFC 8292-valid contact; we must not.
     [outcome] = send_batch(
         [target(push_service.new_subscription(), id=1)],

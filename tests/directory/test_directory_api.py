@@ -17,19 +17,14 @@ from directory.models import Department, ImportJob, Organization, Role, User
 from directory.services import phone_scheme_validate
 from tests import factories
 from tests.conftest import signed_in
-from tests.services import IN_CI, ROOT
+from tests.services import ROOT, shared_fixtures
 
 pytestmark = pytest.mark.django_db
-SAMPLES = ROOT.parent / "shared" / "fixtures" / "directory"
 
 
 @pytest.fixture
 def samples() -> Path:
-    if not SAMPLES.is_dir():
-        if IN_CI:
-            pytest.fail(f"the sample directory files are missing at {SAMPLES}")
-        pytest.skip(f"no sample files at {SAMPLES} (../shared beside the repository)")
-    return SAMPLES
+    return shared_fixtures("directory")
 
 
 def upload(name: str, path: Path) -> SimpleUploadedFile:

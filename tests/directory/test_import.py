@@ -21,11 +21,10 @@ from directory.importer import import_apply, import_plan
 from directory.models import Department, Organization, Role, RoleAssignment, User
 from directory.tsv import DEPARTMENT_COLUMNS, USER_COLUMNS, parse_users
 from tests import factories
-from tests.services import IN_CI
+from tests.services import shared_fixtures
 
 pytestmark = pytest.mark.django_db
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "directory"
 SAMPLE_DEPARTMENTS = "Sample_export_department_data_20261121090000.tsv"
 SAMPLE_USERS = "Sample_export_user_data_20261121090000.tsv"
 BOM_DEPARTMENTS = "utf8_bom_export_department_data.tsv"
@@ -37,12 +36,7 @@ BROKEN_USERS = "broken_export_user_data.tsv"
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """The shared sample files (../shared/fixtures/directory from the repository root)."""
-    if not (FIXTURES / "FORMAT.md").is_file():
-        message = f"the shared directory fixtures are not at {FIXTURES} (../shared/fixtures/directory)"
-        if IN_CI:
-            pytest.fail(f"{message}; CI must have them")
-        pytest.skip(message)
-    return FIXTURES
+    return shared_fixtures("directory")
 
 
 def read(samples: Path, name: str) -> bytes:

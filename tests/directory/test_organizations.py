@@ -55,11 +55,9 @@ def test_built_in_demo_directory_is_idempotent(db):
 
 
 def test_demo_seed_imports_the_sample_files_and_signs_in(db):
-    from tests.services import ROOT
+    from tests.services import shared_fixtures
 
-    samples = ROOT.parent / "shared" / "fixtures" / "directory"
-    if not samples.is_dir():
-        pytest.skip(f"no sample files at {samples}")
+    shared_fixtures("directory")  # demo_seed reads them from ../shared
     out = StringIO()
     call_command("demo_seed", stdout=out)
     call_command("demo_seed", stdout=StringIO())

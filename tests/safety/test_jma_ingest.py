@@ -17,9 +17,8 @@ from safety.jma.ingest import jma_document_ingest, jma_document_ingest_result
 from safety.jma.parser import JmaParseError
 from safety.models import JmaDocument
 from tests import factories
-from tests.services import IN_CI
+from tests.services import shared_fixtures
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "jma"
 NOTO_VXSE51 = "earthquake/REAL_2024-01-01_noto_vxse51_max6plus_31prefs__IntensityReportL.xml"
 TOHOKU_VXSE53 = "earthquake/tohoku2011_vxse53_MAXINT7_41prefs__32-39_11_05_240613_VXSE53.xml"
 TRAINING_TSUNAMI = "tsunami/TRAINING_nankai2016_vtse41_MAJOR_29areas__32-39_12_02_250206_VTSE41.xml"
@@ -27,11 +26,7 @@ TOKEN = "s3cret-token-for-tests"
 
 
 def fixture(name: str) -> Path:
-    if not FIXTURES.is_dir():
-        if IN_CI:
-            pytest.fail(f"JMA fixtures are missing at {FIXTURES}")
-        pytest.skip(f"JMA fixtures are not at {FIXTURES}")
-    return FIXTURES / name
+    return shared_fixtures("jma") / name
 
 
 @pytest.fixture

@@ -9,26 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.services import IN_CI
+from tests.services import shared_fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "jma"
-KEYS = [
-    "file",
-    "title",
-    "status",
-    "info_type",
-    "event_ids",
-    "serial",
-    "kind",
-    "max_intensity",
-    "intensity_by_pref",
-    "intensity_by_area",
-    "tsunami_by_area",
-    "special_by_area",
-]
+from tests.safety.test_jma_parser import INSPECT_KEYS as KEYS  # noqa: E402  (the issue's key list, kept in one place)
+
 NOTO_VXSE51 = "earthquake/REAL_2024-01-01_noto_vxse51_max6plus_31prefs__IntensityReportL.xml"
 TOHOKU_VXSE53 = "earthquake/tohoku2011_vxse53_MAXINT7_41prefs__32-39_11_05_240613_VXSE53.xml"
 SATSUMA_TWO_IDS = "tsunami/satsuma2015_vtse51_serial3_after_lift_TWO_EVENTIDS__38-39_02_05_250206_VTSE51.xml"
@@ -38,11 +23,7 @@ EEW = "eew/bungo2024_vxse43_warning_serial2_6minus__37_01_02_240613_VXSE43.xml"
 
 
 def fixture(name: str) -> str:
-    if not FIXTURES.is_dir():
-        if IN_CI:
-            pytest.fail(f"the shared JMA fixtures are missing at {FIXTURES} (required in CI)")
-        pytest.skip(f"the shared JMA fixtures are not at {FIXTURES}")
-    return str(FIXTURES / name)
+    return str(shared_fixtures("jma") / name)
 
 
 def jma_inspect(tmp_path: Path, *files: str) -> subprocess.CompletedProcess[str]:

@@ -15,9 +15,9 @@ import pytest
 from directory.regions import PREFECTURES
 from safety.jma import codes
 from safety.jma.parser import JmaParseError, parse_feed, parse_report
-from tests.services import IN_CI
+from tests.services import SHARED_FIXTURES, shared_fixtures
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "jma"
+FIXTURES = SHARED_FIXTURES / "jma"
 MESSAGE_FOLDERS = ("earthquake", "eew", "tsunami", "weather")
 INSPECT_KEYS = [
     "file",
@@ -37,11 +37,7 @@ INTENSITY_SLUG = {"7": "7", "6plus": "6+", "6minus": "6-", "5plus": "5+", "5minu
 
 
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        if IN_CI:
-            pytest.fail(f"the shared JMA fixtures are missing at {FIXTURES} (required in CI)")
-        pytest.skip(f"the shared JMA fixtures are not at {FIXTURES}; check out ../shared next to the repository")
-    return FIXTURES
+    return shared_fixtures("jma")
 
 
 def _message_files() -> list[str]:

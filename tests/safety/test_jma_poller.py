@@ -17,20 +17,15 @@ import pytest
 
 from safety.jma.poller import feed_poll, poll_all
 from safety.models import JmaDocument, JmaFeed
-from tests.services import IN_CI, free_port
+from tests.services import free_port, shared_fixtures
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "jma"
 ENTRY = re.compile(rb"<entry>.*?</entry>", re.S)
 ENTRY_TITLE = re.compile(rb"<title>(.*?)</title>", re.S)
 LAST_MODIFIED = formatdate(1704109403, usegmt=True)
 
 
 def fixtures() -> Path:
-    if not FIXTURES.is_dir():
-        if IN_CI:
-            pytest.fail(f"JMA fixtures are missing at {FIXTURES}")
-        pytest.skip(f"JMA fixtures are not at {FIXTURES}")
-    return FIXTURES
+    return shared_fixtures("jma")
 
 
 @dataclass
