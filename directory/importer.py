@@ -534,35 +534,25 @@ def _apply_users(plan: ImportPlan, departments: dict[str, Department], report: P
         User.objects.filter(organization=organization, login_id__in=plan.users.removed).update(is_active=False)
 
 
-def _search_text(row: UserRow, dept: Department | None) -> str:
+def _search_text(person: UserRow | User, dept: Department | None) -> str:
+    """One rule for an imported row and a person saved one by one: both carry the same field names."""
     return search_text(
-        last_name=row.last_name,
-        first_name=row.first_name,
-        last_name_kana=row.last_name_kana,
-        first_name_kana=row.first_name_kana,
+        last_name=person.last_name,
+        first_name=person.first_name,
+        last_name_kana=person.last_name_kana,
+        first_name_kana=person.first_name_kana,
         department_name=dept.name if dept else "",
-        position=row.position,
-        email=row.email,
-        email2=row.email2,
-        phones=(row.phone_number, row.mobile_phone_number, row.extension_number),
-        login_id=row.login_id,
+        position=person.position,
+        email=person.email,
+        email2=person.email2,
+        phones=(person.phone_number, person.mobile_phone_number, person.extension_number),
+        login_id=person.login_id,
     )
 
 
 def user_search_text(user: User) -> str:
     """The search text of a person saved one by one (the import computes it in bulk)."""
-    return search_text(
-        last_name=user.last_name,
-        first_name=user.first_name,
-        last_name_kana=user.last_name_kana,
-        first_name_kana=user.first_name_kana,
-        department_name=user.department.name if user.department else "",
-        position=user.position,
-        email=user.email,
-        email2=user.email2,
-        phones=(user.phone_number, user.mobile_phone_number, user.extension_number),
-        login_id=user.login_id,
-    )
+    return _search_text(user, user.department)
 
 
 def refresh_search_text(*, organization: Organization, department_ids: Iterable[int] | None = None) -> int:

@@ -19,7 +19,7 @@ from directory.hashers import InitialPasswordHasher
 from directory.importer import USER_FIELDS, refresh_search_text, user_search_text
 from directory.models import Department, Organization, Role, RoleAssignment, User
 from directory.regions import PREFECTURES
-from directory.tsv import _ANPI_RE, _LOGIN_RE, _PHONE_RE, _kana
+from directory.tsv import ANPI_LOGIN_ID_RE, LOGIN_ID_RE, PHONE_RE, to_katakana
 
 # The fields a person edits one by one are the ones the import writes.
 PERSON_FIELDS = USER_FIELDS
@@ -41,10 +41,10 @@ def _clean_person(organization: Organization, data: dict[str, Any], *, user: Use
                 validate_email(value)
             except ValidationError:
                 errors[name] = _("Not a valid e-mail address.")
-        if name in ("phone_number", "mobile_phone_number", "extension_number") and not _PHONE_RE.match(value):
+        if name in ("phone_number", "mobile_phone_number", "extension_number") and not PHONE_RE.match(value):
             errors[name] = _("Not a phone number.")
         if name.endswith("_kana"):
-            value = _kana(value)
+            value = to_katakana(value)
         if name == "region_code":
             if value.isdigit() and len(value) == 1:
                 value = "0" + value
@@ -66,7 +66,7 @@ def _clean_person(organization: Organization, data: dict[str, Any], *, user: Use
             clean["department"] = dept
     if "anpi_login_id" in data:
         anpi = str(data["anpi_login_id"] or "").strip()
-        if anpi and not _ANPI_RE.match(anpi):
+        if anpi and not ANPI_LOGIN_ID_RE.match(anpi):
             errors["anpi_login_id"] = _("1-32 half-width letters and digits.")
         elif (
             anpi
@@ -115,7 +115,7 @@ def person_create(
 ) -> User:
     """Add one person with an initial password they must replace at first sign-in."""
     login_id = login_id.strip()
-    if not _LOGIN_RE.match(login_id):
+    if not LOGIN_ID_RE.match(login_id):
         raise ApplicationError(_("A login ID without spaces is required."), code="invalid", details={"login_id": "x"})
     if not password:
         raise ApplicationError(_("An initial password is required."), code="invalid", details={"password": "x"})
@@ -205,7 +205,7 @@ def _department_clean(
             errors["name"] = _("Required, at most 100 characters.")
         clean["name"] = name
     if "name_kana" in data:
-        clean["name_kana"] = _kana(str(data["name_kana"] or "").strip())
+        clean["name_kana"] = to_katakana(str(data["name_kana"] or "").strip())
     if "sort_order" in data:
         try:
             clean["sort_order"] = int(data["sort_order"] or 0)
@@ -213,7 +213,7 @@ def _department_clean(
             errors["sort_order"] = _("A whole number.")
     if "phone_number" in data:
         clean["phone_number"] = str(data["phone_number"] or "").strip()
-        if not _PHONE_RE.match(clean["phone_number"]):
+        if not PHONE_RE.match(clean["phone_number"]):
             errors["phone_number"] = _("Not a phone number.")
     if "email" in data:
         clean["email"] = str(data["email"] or "").strip()

@@ -307,16 +307,16 @@ def _records(text: str, kind: FileKind, faults: list[ImportFault]) -> list[tuple
 
 
 _KANA_RE = re.compile(r"^[\u30a0-\u30ff\u3000 ・ー]*$")
-_PHONE_RE = re.compile(r"^[0-9+\-() #*]*$")
-_ANPI_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
-_LOGIN_RE = re.compile(r"^\S{1,254}$")
+PHONE_RE = re.compile(r"^[0-9+\-() #*]*$")
+ANPI_LOGIN_ID_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
+LOGIN_ID_RE = re.compile(r"^\S{1,254}$")
 _INTEGER_RE = re.compile(r"^[+-]?[0-9]{1,10}$")
 _HIRAGANA_TO_KATAKANA = {code: code + 0x60 for code in range(0x3041, 0x3097)}
 _ROLES = frozenset(Role.values)
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # SORT_ORDER is an IntegerField
 
 
-def _kana(value: str) -> str:
+def to_katakana(value: str) -> str:
     # Half-width katakana and hiragana become full-width katakana, as people type both.
     return unicodedata.normalize("NFKC", value).translate(_HIRAGANA_TO_KATAKANA)
 
@@ -366,14 +366,14 @@ class _Row:
         # Normalised first, then measured: NFKC may lengthen a value ("⑴" is "(1)").
         value = self.record[column] = _phone(self.record[column])
         value = self.text(column, max_length=max_length)
-        if value and not _PHONE_RE.match(value):
+        if value and not PHONE_RE.match(value):
             self.fault(column, Fault.INVALID_PHONE, f"{value!r} is not a phone number.")
         return value
 
     def kana(self, column: str, max_length: int) -> str:
         value = self.record[column]
         if value:
-            value = self.record[column] = _kana(value)
+            value = self.record[column] = to_katakana(value)
             value = self.text(column, max_length=max_length)
             if not _KANA_RE.match(value):
                 self.fault(column, Fault.INVALID_KANA, f"{column} must be written in katakana.")
@@ -404,7 +404,7 @@ def _department(line: int, record: dict[str, str], faults: list[ImportFault]) ->
 def _user(line: int, record: dict[str, str], faults: list[ImportFault]) -> UserRow:
     row = _Row("users", line, record, faults)
     login_id = row.text("LOGIN_ID", max_length=254, required=True)
-    if login_id and not _LOGIN_RE.match(login_id):
+    if login_id and not LOGIN_ID_RE.match(login_id):
         row.fault("LOGIN_ID", Fault.INVALID_LOGIN_ID, "LOGIN_ID must not contain spaces.")
     region = _nfkc(record["REGION_CODE"])
     if len(region) == 1 and region.isdigit():
@@ -424,7 +424,7 @@ def _user(line: int, record: dict[str, str], faults: list[ImportFault]) -> UserR
     if talk_raw not in ("", "0", "1"):
         row.fault("TALK_AVAILABLE", Fault.INVALID_FLAG, f"TALK_AVAILABLE must be 1 or 0, not {talk_raw!r}.")
     anpi = record["ANPI_LOGIN_ID"]
-    if anpi and not _ANPI_RE.match(anpi):
+    if anpi and not ANPI_LOGIN_ID_RE.match(anpi):
         row.fault(
             "ANPI_LOGIN_ID",
             Fault.INVALID_ANPI_LOGIN_ID,

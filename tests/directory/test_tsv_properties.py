@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from directory.models import Department, Role, User
 from directory.regions import PREFECTURES
 from directory.tsv import (
-    _ANPI_RE,
+    ANPI_LOGIN_ID_RE,
     DEPARTMENT_COLUMNS,
     USER_COLUMNS,
     DepartmentRow,
@@ -110,7 +110,7 @@ def fits_the_database(parsed: Parsed) -> None:
         assert row.login_id and row.last_name
         assert row.region_code == "" or row.region_code in PREFECTURES
         assert row.language in ("ja", "en")
-        assert row.anpi_login_id == "" or _ANPI_RE.match(row.anpi_login_id)
+        assert row.anpi_login_id == "" or ANPI_LOGIN_ID_RE.match(row.anpi_login_id)
         assert row.privileges <= set(Role.values)
     for dept in parsed.departments:
         if dept.line in bad_lines:
