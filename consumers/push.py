@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -151,7 +150,3 @@ def _record_outcomes(outcomes: Sequence[PushOutcome]) -> list[int]:
                     "push to subscription %s failed: %s %s", outcome.target_id, outcome.status, outcome.error
                 )
     return [o.target_id for o in retry]
-
-
-def push_payload(notification: dict[str, Any]) -> str:
-    return json.dumps(notification, ensure_ascii=False)

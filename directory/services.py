@@ -140,10 +140,11 @@ def _image_type(head: bytes) -> str | None:
     return None
 
 
-def password_change(*, user: User, new_password: str, old_password: str | None = None) -> User:
-    """Set the person's own password, checked against the validators; clears `must_change_password`."""
-    if old_password is not None and not user.check_password(old_password):
-        raise ApplicationError(_("The current password is wrong."), code="wrong_password")
+def password_change(*, user: User, new_password: str) -> User:
+    """Set the person's own password, checked against the validators; clears `must_change_password`.
+
+    Callers confirm the current password through `directory.auth.password_confirm`, so wrong guesses count
+    towards the lockout."""
     if user.check_password(new_password):
         raise ApplicationError(_("Choose a password different from the current one."), code="same_password")
     try:
