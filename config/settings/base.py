@@ -283,6 +283,28 @@ EVENT_RETENTION_HOURS = env_int("EVENT_RETENTION_HOURS", 24, minimum=1)
 # A reconnecting client further behind than this gets a snapshot instead of a replay.
 EVENT_REPLAY_LIMIT = env_int("EVENT_REPLAY_LIMIT", 200, minimum=1)
 
+# --- Talk (chat) ----------------------------------------------------------------------------------------
+# Uploaded files and archived talk logs live here, outside the static root, under random names.
+TALK_FILES_DIR = Path(env_str("TALK_FILES_DIR") or STATE_DIR / "talk-files")
+TALK_LOGS_DIR = Path(env_str("TALK_LOGS_DIR") or STATE_DIR / "talk-logs")
+TALK_FILE_MAX_BYTES = env_int("TALK_FILE_MAX_BYTES", 30 * 1024 * 1024, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# A talk log file holds at most this many messages; the archive starts a new part after it (and each day).
+TALK_LOG_MAX_MESSAGES = env_int("TALK_LOG_MAX_MESSAGES", 10000, minimum=1)
+TALK_ARCHIVE_SECONDS = env_int("TALK_ARCHIVE_SECONDS", 600, minimum=10)
+# Read receipts stream live in rooms up to this size; larger rooms show them when the room is opened.
+TALK_LIVE_RECEIPTS_MAX_MEMBERS = env_int("TALK_LIVE_RECEIPTS_MAX_MEMBERS", 200, minimum=2)
+# Sent messages per person per minute.
+TALK_SEND_RATE_PER_MINUTE = env_int("TALK_SEND_RATE_PER_MINUTE", 60, minimum=1)
+# Someone counts as online while a socket of theirs refreshed their presence within this many seconds.
+PRESENCE_TTL_SECONDS = env_int("PRESENCE_TTL_SECONDS", 90, minimum=10)
+CELERY_BEAT_SCHEDULE["talk-archive"] = {
+    "task": "chat.tasks.talk_archive",
+    "schedule": float(TALK_ARCHIVE_SECONDS),
+    "options": {"expires": float(TALK_ARCHIVE_SECONDS)},
+}
+CELERY_BEAT_SCHEDULE["talk-retention"] = {"task": "chat.tasks.talk_retention", "schedule": 24 * 3600.0}
+
 # --- API ------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
