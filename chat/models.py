@@ -28,9 +28,7 @@ class TalkSettings(models.Model):
     """One per organisation, created on first use (`talk_settings_get`)."""
 
     organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="talk_settings")
-    file_policy = models.CharField(
-        max_length=30, choices=FilePolicy.choices, default=FilePolicy.ALL_EXCEPT_EXECUTABLES
-    )
+    file_policy = models.CharField(max_length=30, choices=FilePolicy.choices, default=FilePolicy.ALL_EXCEPT_EXECUTABLES)
     # Messages older than this many days are removed by the daily retention task; None keeps them forever.
     retention_days = models.PositiveIntegerField(null=True, blank=True)
     # People the talk administrator allowed to download talk logs (talk administrators always may).

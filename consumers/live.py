@@ -12,7 +12,11 @@ Close codes:    4401 not signed in, 4403 must choose a password first, 4404 no s
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -21,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import Http404
 
+from consumers.hub import hub_for
 from consumers.models import Stream
 from consumers.publisher import events_since, wire_frame
 from consumers.streams import stream_access
@@ -30,7 +35,10 @@ from directory.selectors import user_in_organization
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_PASSWORD_CHANGE = 4403
-MAX_STREAMS_PER_SOCKET = 50
+CLOSE_RETRY = 1011
+MAX_STREAMS_PER_SOCKET = 100
+
+logger = logging.getLogger(__name__)
 
 
 def _snapshot(user: User, stream: str) -> dict[str, Any]:
@@ -51,10 +59,19 @@ def _catch_up(user: User, stream: str, last_seq: int) -> list[str] | dict[str, A
     return [wire_frame(stream=e.stream, seq=e.seq, event_type=e.type, data=e.data) for e in events]
 
 
+@dataclass
+class StreamState:
+    # The last sequence number this socket has sent on the stream.
+    last: int = 0
+    # Frames held back while the socket catches up (subscribe, or a gap being filled); None when live.
+    held: list[tuple[int | None, str]] | None = field(default_factory=list)
+
+
 class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """Frames reach the socket from the process's hub (consumers/hub.py), not through a channel per socket."""
+
     user: User
-    # stream -> last sequence number this socket has sent
-    streams: dict[str, int]
+    streams: dict[str, StreamState]
 
     async def connect(self) -> None:
         await self.accept()
@@ -71,11 +88,18 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.streams = {}
+        self._repairs: set[asyncio.Future[None]] = set()
+        self.hub = hub_for(self.channel_layer)
+        await self.hub.person_connected(user.id)
         await self.send_json({"type": "hello", "user": user.id})
 
     async def disconnect(self, code: int) -> None:
-        for stream in list(getattr(self, "streams", {})):
-            await self.channel_layer.group_discard(stream, self.channel_name)
+        if not hasattr(self, "hub"):
+            return
+        for stream in list(self.streams):
+            await self.hub.leave(stream, self)
+        self.streams = {}
+        await self.hub.person_disconnected(self.user.id)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
@@ -101,12 +125,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             if not isinstance(stream, str):
                 await self._error("bad_request", "unsubscribe needs a stream name.")
                 return
-            if stream in self.streams:
-                del self.streams[stream]
-                await self.channel_layer.group_discard(stream, self.channel_name)
-            await self.send_json({"type": "unsubscribed", "stream": stream})
+            await self._drop(stream)
         else:
             await self._error("unknown_type", f"Unknown frame type: {str(kind)[:40]!r}.")
+
+    async def _drop(self, stream: str) -> None:
+        if self.streams.pop(stream, None) is not None:
+            await self.hub.leave(stream, self)
+        await self.send_json({"type": "unsubscribed", "stream": stream})
 
     async def _subscribe(self, stream: Any, last_seq: Any) -> None:
         if not isinstance(stream, str) or (last_seq is not None and (type(last_seq) is not int or last_seq < 0)):
@@ -120,47 +146,82 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         except Http404:
             await self._error("not_found", "No such stream.", stream=stream)
             return
-        # Join first, then catch up: anything published meanwhile queues behind us and is deduplicated by seq.
-        await self.channel_layer.group_add(stream, self.channel_name)
-        self.streams.setdefault(stream, 0)
+        # Join first and hold what arrives, then catch up: nothing published meanwhile is lost, and the held
+        # frames are deduplicated by seq.
+        state = StreamState()
+        joined = stream in self.streams
+        self.streams[stream] = state
+        if not joined:
+            await self.hub.join(stream, self)
         if last_seq is None:
-            await self._send_snapshot(stream)
+            frame = await database_sync_to_async(_snapshot)(self.user, stream)
+            state.last = frame["seq"]
+            await self.send_json(frame)
         else:
-            self.streams[stream] = last_seq
-            await self._fill(stream, last_seq)
-        await self.send_json({"type": "subscribed", "stream": stream, "seq": self.streams[stream]})
+            state.last = last_seq
+            await self._fill(stream, state)
+        await self._release(stream, state)
+        if self.streams.get(stream) is state:
+            await self.send_json({"type": "subscribed", "stream": stream, "seq": state.last})
 
-    async def _send_snapshot(self, stream: str) -> None:
-        frame = await database_sync_to_async(_snapshot)(self.user, stream)
-        self.streams[stream] = frame["seq"]
-        await self.send_json(frame)
-
-    async def _fill(self, stream: str, last_seq: int) -> None:
-        result = await database_sync_to_async(_catch_up)(self.user, stream, last_seq)
+    async def _fill(self, stream: str, state: StreamState) -> None:
+        """Send what the socket missed after state.last: the held events, or a snapshot."""
+        result = await database_sync_to_async(_catch_up)(self.user, stream, state.last)
+        if self.streams.get(stream) is not state:
+            return  # unsubscribed or re-subscribed meanwhile
         if isinstance(result, dict):
-            self.streams[stream] = result["seq"]
+            state.last = result["seq"]
             await self.send_json(result)
             return
         for text in result:
             await self.send(text_data=text)
-        self.streams[stream] = last_seq + len(result)
+        state.last += len(result)
 
-    async def stream_event(self, message: dict[str, Any]) -> None:
-        """An event from the channel layer; its frame was encoded once by the publisher."""
-        stream, seq = message["stream"], message["seq"]
-        if stream not in self.streams:
+    async def _release(self, stream: str, state: StreamState) -> None:
+        """Send the held frames in order, filling any gap, then go live."""
+        while state.held:
+            held, state.held = state.held, []
+            for index, (seq, text) in enumerate(held):
+                if self.streams.get(stream) is not state:
+                    return
+                if seq is None:
+                    await self.send(text_data=text)
+                elif seq == state.last + 1:
+                    state.last = seq
+                    await self.send(text_data=text)
+                elif seq > state.last + 1:
+                    state.held = held[index:] + state.held
+                    await self._fill(stream, state)
+                    break
+        state.held = None
+
+    async def hub_deliver(self, stream: str, seq: int | None, text: str, revoke: Sequence[int]) -> None:
+        """A frame from the hub; encoded once by the publisher for every socket."""
+        state = self.streams.get(stream)
+        if state is None:
             return
-        if seq is None:  # ephemeral
-            await self.send(text_data=message["text"])
-            return
-        last = self.streams[stream]
-        if seq <= last:
-            return  # already sent (a second relay, or caught up from the outbox)
-        if seq > last + 1:
-            await self._fill(stream, last)  # a gap: fetch what we missed, which includes this one
-            return
-        self.streams[stream] = seq
-        await self.send(text_data=message["text"])
+        if state.held is not None:
+            state.held.append((seq, text))
+        elif seq is None:
+            await self.base_send({"type": "websocket.send", "text": text})
+        elif seq == state.last + 1:
+            state.last = seq
+            await self.base_send({"type": "websocket.send", "text": text})
+        elif seq > state.last + 1:
+            # A gap: hold from here and fetch what is missing, without holding up the hub.
+            state.held = [(seq, text)]
+            self._repairs.add(task := asyncio.ensure_future(self._repair(stream, state)))
+            task.add_done_callback(self._repairs.discard)
+        if revoke and self.user.id in revoke:
+            await self._drop(stream)  # removed from the room: this was the last frame they get
+
+    async def _repair(self, stream: str, state: StreamState) -> None:
+        try:
+            await self._fill(stream, state)
+            await self._release(stream, state)
+        except Exception:
+            logger.exception("filling a gap on %s failed; closing so the client resubscribes", stream)
+            await self.close(code=CLOSE_RETRY)
 
     async def _error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "message": message, **extra})

@@ -103,14 +103,19 @@ def publish_on_commit(
 
 def relay(events: Sequence[OutboxEvent]) -> None:
     """Send committed outbox events to their groups, queue their pushes, and mark them published."""
+    from consumers.streams import revoked_user_ids
+
     layer = get_channel_layer()
     for event in events:
-        message = {
+        message: dict[str, Any] = {
             "type": "stream.event",
             "stream": event.stream,
             "seq": event.seq,
             "text": wire_frame(stream=event.stream, seq=event.seq, event_type=event.type, data=event.data),
         }
+        revoke = revoked_user_ids(event.stream, event.type, event.data)
+        if revoke:
+            message["revoke"] = revoke
         try:
             async_to_sync(layer.group_send)(event.stream, message)
         except Exception:

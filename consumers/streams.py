@@ -7,11 +7,13 @@ access and snapshot functions in its `events.py`; they are listed here explicitl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.http import Http404
 
+from chat import events as chat_events
 from directory import events as directory_events
 from directory.models import User
 from safety import events as safety_events
@@ -24,12 +26,17 @@ class StreamKind:
     # Returns the group name, or raises Http404 when the person may not read it (same rule as REST).
     access: Callable[[User, str], str]
     snapshot: Callable[[User, str], dict[str, object]]
+    # People who lose the stream with an event (removed from a room): their sockets stop following it.
+    revokes: Callable[[str, Mapping[str, Any]], list[int]] | None = None
 
 
 STREAM_KINDS: dict[str, StreamKind] = {
     "org": StreamKind(directory_events.org_stream_access, directory_events.org_stream_snapshot),
     "user": StreamKind(directory_events.user_stream_access, directory_events.user_stream_snapshot),
     "jma": StreamKind(safety_events.jma_stream_access, safety_events.jma_stream_snapshot),
+    "room": StreamKind(
+        chat_events.room_stream_access, chat_events.room_stream_snapshot, chat_events.room_revoked_user_ids
+    ),
 }
 
 
@@ -44,3 +51,10 @@ def stream_access(user: User, stream: str) -> tuple[str, StreamKind]:
 def default_streams(user: User) -> list[str]:
     """The streams every page of the PWA follows."""
     return [directory_events.user_group(user.id), directory_events.org_group(user.organization_id)]
+
+
+def revoked_user_ids(stream: str, event_type: str, data: Mapping[str, Any]) -> list[int]:
+    kind = STREAM_KINDS.get(stream.split(".", 1)[0])
+    if kind is None or kind.revokes is None:
+        return []
+    return kind.revokes(event_type, data)

@@ -1,0 +1,195 @@
+"""Process-local fan-out: one channel-layer subscription per stream per web process.
+
+Stock Channels gives every socket its own channel, so an event for a room of 1,000 open sockets costs 1,000
+Redis list pushes, 1,000 decodes and 1,000 trips through each consumer's dispatch loop. Here each web process
+joins a stream's group once, with the hub's one channel, and hands the frame (encoded once by the publisher)
+straight to its local sockets. A frame the layer dropped (a full channel) is found by its sequence number and
+fetched from the outbox once per process, not once per socket.
+
+The hub also keeps the presence of the people connected to this process fresh (consumers/presence.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from consumers.presence import presence_clear, presence_touch
+
+logger = logging.getLogger(__name__)
+
+# channels-redis forgets group members after group_expiry (a day); re-join well before that.
+GROUP_REFRESH_SECONDS = 3600
+
+
+class Subscriber(Protocol):
+    async def hub_deliver(self, stream: str, seq: int | None, text: str, revoke: Sequence[int]) -> None: ...
+
+
+def _missed_frames(stream: str, after: int, before: int) -> list[tuple[int, str]]:
+    from consumers.publisher import events_since, wire_frame
+
+    events = events_since(stream, after, limit=settings.EVENT_REPLAY_LIMIT)
+    if events is None:
+        return []
+    return [
+        (e.seq, wire_frame(stream=e.stream, seq=e.seq, event_type=e.type, data=e.data))
+        for e in events
+        if e.seq < before
+    ]
+
+
+class Hub:
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.last_seq: dict[str, int] = {}
+        self.people: Counter[int] = Counter()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._start_lock = asyncio.Lock()
+        self.frames_sent = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        async with self._start_lock:
+            if self._tasks:
+                return
+            self.channel = await self.layer.new_channel()
+            self._tasks = [asyncio.ensure_future(self._receive_loop()), asyncio.ensure_future(self._refresh_loop())]
+
+    def _stop_if_idle(self) -> None:
+        if self.subscribers or self.people:
+            return
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        self.channel = None
+        self.last_seq.clear()
+
+    # --- streams --------------------------------------------------------------------------------------
+
+    async def join(self, stream: str, subscriber: Subscriber) -> None:
+        await self._start()
+        subscribers = self.subscribers.get(stream)
+        if subscribers is None:
+            subscribers = self.subscribers[stream] = set()
+            await self.layer.group_add(stream, self.channel)
+        subscribers.add(subscriber)
+
+    async def leave(self, stream: str, subscriber: Subscriber) -> None:
+        subscribers = self.subscribers.get(stream)
+        if subscribers is None:
+            return
+        subscribers.discard(subscriber)
+        if not subscribers:
+            del self.subscribers[stream]
+            self.last_seq.pop(stream, None)
+            channel = self.channel
+            if channel is not None:
+                try:
+                    await self.layer.group_discard(stream, channel)
+                except Exception:  # the layer being down must not break a disconnect
+                    logger.warning("group_discard of %s failed", stream, exc_info=True)
+        self._stop_if_idle()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub receive failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self.dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub dispatch failed for %s", message.get("stream"))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        stream = message.get("stream")
+        if not isinstance(stream, str) or stream not in self.subscribers:
+            return
+        seq = message.get("seq")
+        revoke: Sequence[int] = message.get("revoke") or ()
+        if seq is not None:
+            last = self.last_seq.get(stream)
+            if last is not None and seq <= last:
+                return  # relayed twice (the beat relay), or already filled from the outbox
+            if last is not None and seq > last + 1:
+                # The layer dropped something (or another process's relay overtook): fetch it once here.
+                for missed_seq, text in await database_sync_to_async(_missed_frames)(stream, last, seq):
+                    await self._deliver(stream, missed_seq, text, ())
+            self.last_seq[stream] = seq
+        await self._deliver(stream, seq, message["text"], revoke)
+
+    async def _deliver(self, stream: str, seq: int | None, text: str, revoke: Sequence[int]) -> None:
+        for subscriber in list(self.subscribers.get(stream, ())):
+            try:
+                await subscriber.hub_deliver(stream, seq, text, revoke)
+            except Exception:
+                logger.exception("delivering %s#%s to a socket failed", stream, seq)
+        self.frames_sent += len(self.subscribers.get(stream, ()))
+
+    async def _refresh_loop(self) -> None:
+        interval = max(1.0, settings.PRESENCE_TTL_SECONDS / 3)
+        since_groups = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            since_groups += interval
+            try:
+                if self.people:
+                    await sync_to_async(presence_touch, thread_sensitive=False)(list(self.people))
+                if since_groups >= GROUP_REFRESH_SECONDS and self.channel is not None:
+                    since_groups = 0.0
+                    for stream in list(self.subscribers):
+                        await self.layer.group_add(stream, self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("presence/group refresh failed", exc_info=True)
+
+    # --- presence -------------------------------------------------------------------------------------
+
+    async def person_connected(self, user_id: int) -> None:
+        await self._start()
+        self.people[user_id] += 1
+        if self.people[user_id] == 1:
+            await sync_to_async(presence_touch, thread_sensitive=False)([user_id])
+
+    async def person_disconnected(self, user_id: int) -> None:
+        if self.people[user_id] <= 1:
+            del self.people[user_id]
+            try:
+                await sync_to_async(presence_clear, thread_sensitive=False)(user_id)
+            except Exception:
+                logger.warning("presence clear failed", exc_info=True)
+        else:
+            self.people[user_id] -= 1
+        self._stop_if_idle()
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub_for(layer: Any) -> Hub:
+    """The hub of this event loop (one per web process; tests run a loop each)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None or hub.layer is not layer:
+        hub = Hub(layer)
+        _hubs[loop] = hub
+    return hub
