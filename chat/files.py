@@ -45,49 +45,13 @@ class FileVerdict:
     is_image: bool  # a real JPEG, PNG or GIF without web-page code: the page shows a preview
 
 
-BLOCKED_EXTENSIONS = frozenset(
-    [
-        "ade",
-        "adp",
-        "apk",
-        "bat",
-        "chm",
-        "cmd",
-        "com",
-        "cpl",
-        "dll",
-        "dmg",
-        "exe",
-        "hta",
-        "ins",
-        "isp",
-        "iso",
-        "jar",
-        "js",
-        "jse",
-        "lib",
-        "lnk",
-        "mde",
-        "msc",
-        "msi",
-        "msp",
-        "mst",
-        "nsh",
-        "pif",
-        "scr",
-        "sct",
-        "shb",
-        "sys",
-        "vb",
-        "vbe",
-        "vbs",
-        "vxd",
-        "wsc",
-        "wsf",
-        "wsh",
-        "cab",
-    ]
-)
+# fmt: off
+BLOCKED_EXTENSIONS = frozenset({
+    "ade", "adp", "apk", "bat", "chm", "cmd", "com", "cpl", "dll", "dmg", "exe", "hta", "ins", "isp", "iso", "jar",
+    "js", "jse", "lib", "lnk", "mde", "msc", "msi", "msp", "mst", "nsh", "pif", "scr", "sct", "shb", "sys", "vb",
+    "vbe", "vbs", "vxd", "wsc", "wsf", "wsh", "cab",
+})
+# fmt: on
 IMAGE_EXTENSIONS = frozenset({"jpeg", "jpg", "png", "gif"})
 
 MAX_FILENAME_LENGTH = 255
@@ -202,13 +166,14 @@ def upload_check(*, filename: str, data: bytes, policy: str, max_bytes: int) -> 
         return FileVerdict(content_type=image_type, is_image=True)
 
     # All files except executables.
-    for extension in sorted(extensions & BLOCKED_EXTENSIONS)[:1]:
+    blocked = sorted(extensions & BLOCKED_EXTENSIONS)
+    if blocked:
         raise ApplicationError(
             _(
                 "Files ending in .%(extension)s cannot be sent because they can run programs. "
                 "If you need to share one, please ask your talk administrator."
             )
-            % {"extension": extension},
+            % {"extension": blocked[0]},
             code=FileRefusal.TYPE_BLOCKED,
         )
     _refuse_program(data)
@@ -323,10 +288,11 @@ def _is_program(data: bytes) -> bool:
 
 def _is_mz(data: bytes) -> bool:
     """A DOS or Windows executable ("MZ": PE files and the old NE/LE ones). Its 64-byte DOS header is binary
-    (reserved words are zero), so a text file that happens to start with "MZ" is not taken for one."""
+    (its reserved words are zero), so a text file that happens to start with "MZ" (in any encoding that keeps
+    control characters out of text) is not taken for one."""
     if data[:2] not in (b"MZ", b"ZM") or len(data) < 64:
         return False
-    return any(byte < 0x09 or 0x0D < byte < 0x20 or byte > 0x7E for byte in data[2:64])
+    return any(byte < 0x09 or 0x0D < byte < 0x20 for byte in data[2:64])
 
 
 def _is_msi(data: bytes) -> bool:

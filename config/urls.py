@@ -16,6 +16,7 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("push/key/", directory_api.PushKeyApi.as_view(), name="api-push-key"),
     path("push/subscriptions/", PushSubscriptionApi.as_view(), name="api-push-subscriptions"),
     path("directory/", include("directory.api_urls")),
+    path("talk/", include("chat.api_urls")),
 ]
 
 urlpatterns = [
