@@ -269,7 +269,7 @@ class TalkPeopleApi(TalkAPIView):
 class FileApi(TalkAPIView):
     """A file of a room the person may see, always as a download and never sniffed as anything else."""
 
-    def get(self, request: Request, slug: str, attachment_id: int) -> FileResponse:  # type: ignore[override]
+    def get(self, request: Request, slug: str, attachment_id: int) -> FileResponse:
         from chat.files import download_filename, file_path
 
         attachment = access_attachment(self.person, attachment_id)

@@ -228,7 +228,7 @@ def _check_filename(filename: str) -> None:
 def _extension(name: str) -> str:
     """The last extension as Windows sees it: compatibility forms folded (NFKC, so "ｅｘｅ" is "exe"), trailing
     dots and spaces dropped ("evil.exe." and "evil.exe " are .exe), lower case."""
-    folded = unicodedata.normalize("NFKC", name).rstrip(". \t\n\r\f\v")
+    folded = unicodedata.normalize("NFKC", name).rstrip("")
     _stem, dot, extension = folded.rpartition(".")
     return extension.strip().lower() if dot else ""
 

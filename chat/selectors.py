@@ -56,7 +56,7 @@ def room_member_ids(*, room: Room) -> list[int]:
     """Everyone who reads the room today (active talk users)."""
     people = talk_users(organization_id=room.organization_id)
     if room.kind == RoomKind.DEPARTMENT:
-        people = people.filter(department_id=room.department_id)
+        people = people.filter(department=room.department) if room.department_id else people.none()
     else:
         people = people.filter(room_memberships__room=room)
     return list(people.values_list("id", flat=True))
@@ -65,7 +65,7 @@ def room_member_ids(*, room: Room) -> list[int]:
 def room_members(*, room: Room) -> list[dict[str, Any]]:
     people = talk_users(organization_id=room.organization_id).select_related("department")
     if room.kind == RoomKind.DEPARTMENT:
-        people = people.filter(department_id=room.department_id)
+        people = people.filter(department=room.department) if room.department_id else people.none()
         admins: set[int] = set()
     else:
         people = people.filter(room_memberships__room=room)
@@ -189,7 +189,8 @@ def _member_counts(rooms: Iterable[Room]) -> dict[int, int]:
         )
     for r in rooms:
         if r.kind == RoomKind.DEPARTMENT:
-            counts[r.id] = talk_users(organization_id=r.organization_id).filter(department_id=r.department_id).count()
+            people = talk_users(organization_id=r.organization_id)
+            counts[r.id] = people.filter(department=r.department).count() if r.department_id else 0
     return counts
 
 

@@ -253,7 +253,7 @@ def _clean_body(body: str) -> str:
     return body
 
 
-def _store_upload(room: Room, uploader: User, upload: UploadedFile) -> Attachment:
+def _store_upload(room: Room, uploader: User, upload: UploadedFile[bytes]) -> Attachment:
     from chat.files import file_remove, file_store, upload_check
 
     policy = talk_settings_get(organization=room.organization).file_policy
@@ -293,7 +293,7 @@ def message_send(
     sender: User,
     body: str,
     client_id: str | None = None,
-    upload: UploadedFile | None = None,
+    upload: UploadedFile[bytes] | None = None,
 ) -> Message:
     """Post a message (and its file) to a room. Members online get it over their socket; those who are not
     connected get a web push with the sender and the first line. A retry with the same client_id returns
