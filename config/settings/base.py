@@ -172,6 +172,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)}
+# Run the beat schedule from a thread of the web process (the embedded default without beat; bin/run sets it).
+BEAT_IN_PROCESS = env_bool("BEAT_IN_PROCESS", False)
 CELERY_BEAT_SCHEDULE = {
     "outbox-relay": {"task": "consumers.tasks.outbox_relay", "schedule": 5.0},
     "outbox-prune": {"task": "consumers.tasks.outbox_prune", "schedule": 3600.0},
