@@ -220,7 +220,7 @@ def _check_filename(filename: str) -> None:
         )
     if _BAD_NAME_CHARS.search(filename):
         raise ApplicationError(
-            _("The file name contains control characters. Please rename the file and try again."),
+            _("The file name contains invisible control characters. Please rename the file and try again."),
             code=FileRefusal.BAD_FILENAME,
         )
 
@@ -228,7 +228,7 @@ def _check_filename(filename: str) -> None:
 def _extension(name: str) -> str:
     """The last extension as Windows sees it: compatibility forms folded (NFKC, so "ｅｘｅ" is "exe"), trailing
     dots and spaces dropped ("evil.exe." and "evil.exe " are .exe), lower case."""
-    folded = unicodedata.normalize("NFKC", name).rstrip("")
+    folded = unicodedata.normalize("NFKC", name).rstrip(". \t\n\r\f\v")
     _stem, dot, extension = folded.rpartition(".")
     return extension.strip().lower() if dot else ""
 

@@ -206,7 +206,7 @@ SAMPLES: dict[str, tuple[str, bytes]] = {
     "evil.exe + space": ("evil.exe ", TEXT),
     "evil.exe. . .": ("evil.exe. . .", TEXT),
     "full-width ｅｘｅ": ("evil.ｅｘｅ", TEXT),
-    "ex\"e (quote dropped on download)": ('evil.ex"e', TEXT),
+    'ex"e (quote dropped on download)': ('evil.ex"e', TEXT),
     "run.bat": ("run.bat", TEXT),
     "x.js": ("x.js", b"alert(1)\n"),
     "tool.msi": ("tool.msi", TEXT),
@@ -285,7 +285,7 @@ ALL_EXCEPT_EXECUTABLES_TABLE: dict[str, FileVerdict | str] = {
     "evil.exe + space": BLOCKED,
     "evil.exe. . .": BLOCKED,
     "full-width ｅｘｅ": BLOCKED,
-    "ex\"e (quote dropped on download)": BLOCKED,
+    'ex"e (quote dropped on download)': BLOCKED,
     "run.bat": BLOCKED,
     "x.js": BLOCKED,
     "tool.msi": BLOCKED,
@@ -356,7 +356,7 @@ IMAGES_ONLY_TABLE: dict[str, FileVerdict | str] = {
     "evil.exe + space": NOT_AN_IMAGE,
     "evil.exe. . .": NOT_AN_IMAGE,
     "full-width ｅｘｅ": NOT_AN_IMAGE,
-    "ex\"e (quote dropped on download)": NOT_AN_IMAGE,
+    'ex"e (quote dropped on download)': NOT_AN_IMAGE,
     "run.bat": NOT_AN_IMAGE,
     "x.js": NOT_AN_IMAGE,
     "tool.msi": NOT_AN_IMAGE,
@@ -432,9 +432,7 @@ def test_the_too_large_message_names_the_default_limit_of_30_mb():
     assert "30 MB" in refused.value.message
 
 
-@pytest.mark.parametrize(
-    ("max_bytes", "shown"), [(1024, "1 KB"), (1536, "1.5 KB"), (5 * 1024 * 1024 // 2, "2.5 MB")]
-)
+@pytest.mark.parametrize(("max_bytes", "shown"), [(1024, "1 KB"), (1536, "1.5 KB"), (5 * 1024 * 1024 // 2, "2.5 MB")])
 def test_the_too_large_message_shows_small_limits_readably(max_bytes, shown):
     with pytest.raises(ApplicationError) as refused:
         upload_check(filename="notes.txt", data=bytes(max_bytes + 1), policy=ALL, max_bytes=max_bytes)
