@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from chat import api
+from chat import api, api_logs
 
 urlpatterns: list[URLPattern] = [
     path("rooms/", api.RoomsApi.as_view(), name="api-talk-rooms"),
@@ -20,4 +20,7 @@ urlpatterns: list[URLPattern] = [
     path("settings/", api.TalkSettingsApi.as_view(), name="api-talk-settings"),
     path("access/", api.TalkAccessListApi.as_view(), name="api-talk-access-list"),
     path("access/<int:person_id>/", api.TalkAccessApi.as_view(), name="api-talk-access"),
+    path("logs/", api_logs.TalkLogsApi.as_view(), name="api-talk-logs"),
+    path("logs/latest/", api_logs.TalkLogLatestApi.as_view(), name="api-talk-log-latest"),
+    path("logs/<int:log_id>/", api_logs.TalkLogApi.as_view(), name="api-talk-log"),
 ]

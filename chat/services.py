@@ -6,7 +6,8 @@ Messages post under a lock on the room row, so message ids in a room follow comm
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -253,29 +254,33 @@ def _clean_body(body: str) -> str:
     return body
 
 
-def _store_upload(room: Room, uploader: User, upload: UploadedFile[bytes]) -> Attachment:
-    from chat.files import file_remove, file_store, upload_check
+@dataclass(frozen=True)
+class _StoredFile:
+    name: str
+    stored_name: str
+    sha256: str
+    size: int
+    content_type: str
+    is_image: bool
+
+
+def _store_upload(room: Room, upload: UploadedFile[bytes]) -> _StoredFile:
+    """Check the file against the organisation's policy and write it, before any lock is taken."""
+    from chat.files import file_store, upload_check
 
     policy = talk_settings_get(organization=room.organization).file_policy
     # At most one byte more than the limit is read: enough for upload_check to refuse an oversized file.
     data = upload.read(settings.TALK_FILE_MAX_BYTES + 1)
     verdict = upload_check(filename=upload.name or "", data=data, policy=policy, max_bytes=settings.TALK_FILE_MAX_BYTES)
     stored_name, sha256 = file_store(data)
-    try:
-        return Attachment.objects.create(
-            organization_id=room.organization_id,
-            room=room,
-            uploader=uploader,
-            name=(upload.name or "file")[:255],
-            stored_name=stored_name,
-            size=len(data),
-            content_type=verdict.content_type,
-            is_image=verdict.is_image,
-            sha256=sha256,
-        )
-    except Exception:
-        file_remove(stored_name)
-        raise
+    return _StoredFile(
+        name=(upload.name or "file")[:255],
+        stored_name=stored_name,
+        sha256=sha256,
+        size=len(data),
+        content_type=verdict.content_type,
+        is_image=verdict.is_image,
+    )
 
 
 def _first_line(message: Message) -> str:
@@ -310,30 +315,52 @@ def message_send(
             return earlier
     if not body and upload is None:
         raise ApplicationError(_("Write a message or attach a file."), code="empty_message")
-    attachment_name: str | None = None
+    # File I/O and the presence lookup happen before the transaction: the room's row lock is held only
+    # for the inserts, and the transaction stays short (the talk-log archive relies on that).
+    stored = _store_upload(room, upload) if upload is not None else None
     try:
+        offline = _offline_members(room, sender)
         with transaction.atomic():
             locked = _lock_room(room)
-            attachment = _store_upload(locked, sender, upload) if upload is not None else None
-            attachment_name = attachment.stored_name if attachment else None
+            attachment = (
+                Attachment.objects.create(
+                    organization_id=room.organization_id,
+                    room=locked,
+                    uploader=sender,
+                    name=stored.name,
+                    stored_name=stored.stored_name,
+                    size=stored.size,
+                    content_type=stored.content_type,
+                    is_image=stored.is_image,
+                    sha256=stored.sha256,
+                )
+                if stored
+                else None
+            )
             message = Message.objects.create(
                 room=locked, sender=sender, body=body, attachment=attachment, client_id=client_id
             )
             locked.last_message_at = message.created_at
             locked.save(update_fields=["last_message_at"])
             Membership.objects.filter(room=locked, user=sender).update(last_read_id=message.id)
-            _publish_message(locked, message, events.MESSAGE_POSTED, notify=True)
+            _publish_message(locked, message, events.MESSAGE_POSTED, notify=offline)
     except IntegrityError:
-        _forget_file(attachment_name)
+        _forget_file(stored.stored_name if stored else None)
         if client_id:
             earlier = Message.objects.filter(room=room, sender=sender, client_id=client_id).first()
             if earlier is not None:
                 return earlier
         raise
     except Exception:
-        _forget_file(attachment_name)
+        _forget_file(stored.stored_name if stored else None)
         raise
     return message
+
+
+def _offline_members(room: Room, sender: User) -> set[int]:
+    """Members other than the sender with no open connection: they get a web push."""
+    members = set(room_member_ids(room=room)) - {sender.id}
+    return members - online_user_ids(members)
 
 
 def _forget_file(stored_name: str | None) -> None:
@@ -343,23 +370,17 @@ def _forget_file(stored_name: str | None) -> None:
         file_remove(stored_name)
 
 
-def _publish_message(room: Room, message: Message, event_type: str, *, notify: bool = False) -> None:
+def _publish_message(room: Room, message: Message, event_type: str, *, notify: Iterable[int] = ()) -> None:
     slug = room.organization.slug
     data = events.message_data(message, slug=slug)
     push = None
-    if notify:
-        members = set(room_member_ids(room=room)) - {message.sender_id}
-        offline = members - online_user_ids(members)
-        if offline and message.sender is not None:
-            sender_name = message.sender.display_name
-            title = sender_name if room.kind == RoomKind.DIRECT else f"{sender_name} ({_room_label(room)})"
-            push = push_request(
-                offline,
-                title=title,
-                body=_first_line(message),
-                url=f"/{slug}/talk/{room.id}/",
-                tag=f"talk-{room.id}",
-            )
+    offline = set(notify)
+    if offline and message.sender is not None:
+        sender_name = message.sender.display_name
+        title = sender_name if room.kind == RoomKind.DIRECT else f"{sender_name} ({_room_label(room)})"
+        push = push_request(
+            offline, title=title, body=_first_line(message), url=f"/{slug}/talk/{room.id}/", tag=f"talk-{room.id}"
+        )
     publish_on_commit(events.room_group(room.id), event_type, data, push=push)
 
 
