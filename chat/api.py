@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from chat import selectors, services
 from chat.events import message_data, room_group
-from chat.models import FilePolicy, RoomKind
+from chat.models import FilePolicy, Room, RoomKind
 from chat.selectors import RoomSummary, access_attachment, access_message, access_room
 from config.errors import ApplicationError
 from config.throttle import throttle_allow
@@ -69,6 +69,18 @@ def _room_summary(user: User, room_id: int) -> RoomSummary:
     return found[0]
 
 
+def room_detail_data(person: User, room: Room, *, slug: str) -> dict[str, Any]:
+    """The open room: its summary, members, everyone's read position and what the person may do there."""
+    data = summary_data(_room_summary(person, room.id), slug=slug)
+    members = selectors.room_members(room=room)
+    data["members"] = members
+    data["read"] = {str(uid): pos for uid, pos in selectors.read_positions(room=room).items()}
+    data["live_receipts"] = len(members) <= settings.TALK_LIVE_RECEIPTS_MAX_MEMBERS
+    data["can_manage"] = room.kind == RoomKind.GROUP and data["is_admin"]
+    data["can_add_members"] = room.kind == RoomKind.GROUP
+    return data
+
+
 def _ensure_department_room(user: User) -> None:
     if user.department_id and user.talk_available:
         services.department_room_ensure(department=user.department)  # type: ignore[arg-type]
@@ -108,15 +120,7 @@ class RoomApi(TalkAPIView):
         name = serializers.CharField(max_length=200)
 
     def get(self, request: Request, slug: str, room_id: int) -> Response:
-        room = access_room(self.person, room_id)
-        data = summary_data(_room_summary(self.person, room.id), slug=slug)
-        members = selectors.room_members(room=room)
-        data["members"] = members
-        data["read"] = {str(uid): pos for uid, pos in selectors.read_positions(room=room).items()}
-        data["live_receipts"] = len(members) <= settings.TALK_LIVE_RECEIPTS_MAX_MEMBERS
-        data["can_manage"] = room.kind == RoomKind.GROUP and data["is_admin"]
-        data["can_add_members"] = room.kind == RoomKind.GROUP
-        return Response(data)
+        return Response(room_detail_data(self.person, access_room(self.person, room_id), slug=slug))
 
     def patch(self, request: Request, slug: str, room_id: int) -> Response:
         room = access_room(self.person, room_id)
@@ -250,7 +254,7 @@ class TalkPeopleApi(TalkAPIView):
 
     def get(self, request: Request, slug: str) -> Response:
         query = request.query_params.get("q", "")[:100]
-        people = person_search(organization=self.organization, query=query, limit=200)
+        people = person_search(organization=self.organization, query=query, limit=51, talk_only=True)
         online = online_user_ids(p.id for p in people)
         return Response(
             [
@@ -261,7 +265,7 @@ class TalkPeopleApi(TalkAPIView):
                     "online": p.id in online,
                 }
                 for p in people
-                if p.talk_available and p.id != self.person.id
+                if p.id != self.person.id
             ][:50]
         )
 

@@ -124,7 +124,8 @@ class RoomSummary:
 def rooms_of(user: User) -> QuerySet[Room]:
     if not (user.talk_available and user.is_active):
         return Room.objects.none()
-    mine = Q(memberships__user=user)
+    # A department room's Membership row only keeps a read position: the directory decides who is in it.
+    mine = Q(memberships__user=user) & ~Q(kind=RoomKind.DEPARTMENT)
     if user.department_id:
         mine |= Q(kind=RoomKind.DEPARTMENT, department_id=user.department_id)
     return Room.objects.filter(mine, organization_id=user.organization_id).distinct()

@@ -390,13 +390,26 @@ def _room_label(room: Room) -> str:
     return room.name
 
 
+def _lock_message(message: Message) -> Message:
+    # Lock only the message row: PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
+    return (
+        Message.objects.select_for_update(of=("self",))
+        .select_related("room", "room__organization", "sender", "attachment")
+        .get(id=message.id)
+    )
+
+
 @transaction.atomic
 def message_edit(*, actor: User, message: Message, body: str) -> Message:
-    message = Message.objects.select_for_update().select_related("room", "sender", "attachment").get(id=message.id)
+    message = _lock_message(message)
     if message.sender_id != actor.id:
         raise ApplicationError(_("You can only edit your own messages."), code="not_yours", status=403)
     if message.deleted_at is not None:
         raise ApplicationError(_("This message was deleted."), code="deleted")
+    if timezone.now() - message.created_at > EDIT_WINDOW:
+        raise ApplicationError(
+            _("Messages can be edited for 7 days after they are sent."), code="edit_window_closed", status=403
+        )
     body = _clean_body(body)
     if not body and message.attachment is None:
         raise ApplicationError(_("A message cannot be empty; delete it instead."), code="empty_message")
@@ -412,7 +425,7 @@ def message_edit(*, actor: User, message: Message, body: str) -> Message:
 @transaction.atomic
 def message_delete(*, actor: User, message: Message) -> Message:
     """Delete one's own message: its text and file go, a "deleted" placeholder stays in its place."""
-    message = Message.objects.select_for_update().select_related("room", "sender", "attachment").get(id=message.id)
+    message = _lock_message(message)
     if message.sender_id != actor.id:
         raise ApplicationError(_("You can only delete your own messages."), code="not_yours", status=403)
     if message.deleted_at is not None:

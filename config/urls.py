@@ -43,6 +43,7 @@ urlpatterns = [
     path(f"{slug}/manifest.webmanifest", views.manifest, name="manifest"),
     path(f"{slug}/directory/", include("frontend.directory_urls")),
     path(f"{slug}/disaster/", disaster_views.disaster_page, name="disaster"),
+    path(f"{slug}/talk/", include("frontend.talk_urls")),
     path(f"{slug}/", include("directory.onboarding_urls")),
 ]
 

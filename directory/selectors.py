@@ -79,6 +79,7 @@ def person_search(
     limit: int = 50,
     offset: int = 0,
     include_inactive: bool = False,
+    talk_only: bool = False,
 ) -> list[User]:
     """People matching every term of `query` in name, kana (hiragana works too), department, position,
     phone digits or e-mail; optionally within a department's subtree. Two queries at most."""
@@ -87,6 +88,8 @@ def person_search(
     people = User.objects.filter(organization=organization)
     if not include_inactive:
         people = people.filter(is_active=True)
+    if talk_only:
+        people = people.filter(talk_available=True)
     for term in query_terms(query):
         people = people.filter(search_text__contains=term)
     if department is not None:

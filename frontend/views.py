@@ -64,6 +64,8 @@ def _page(request: HttpRequest, template: str, organization: Organization | None
         person = request_person(request)
         context.setdefault("is_system_admin", person.has_role(Role.SYSTEM_ADMIN))
         context.setdefault("reads_disaster_info", can_read_reports(person))
+        context.setdefault("uses_talk", person.talk_available)
+        context.setdefault("is_talk_admin", person.has_role(Role.ADMIN_GOTALK))
         if not person.must_change_password:  # the live stream opens once they have chosen a password
             context.setdefault("streams_json", json.dumps(default_streams(person)))
     return render(request, template, context, status=status)

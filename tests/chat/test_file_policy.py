@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable
 
 import pytest
+from django.utils import translation
 from PIL import Image, PngImagePlugin
 
 from chat.files import (
@@ -31,6 +32,14 @@ from chat.files import (
 )
 from chat.models import FilePolicy
 from config.errors import ApplicationError
+
+
+@pytest.fixture(autouse=True)
+def _english() -> object:
+    """The messages are checked in English; the Japanese catalogue is checked by test_translations."""
+    with translation.override("en"):
+        yield
+
 
 ALL = FilePolicy.ALL_EXCEPT_EXECUTABLES.value
 IMAGES = FilePolicy.IMAGES_ONLY.value

@@ -15,9 +15,13 @@ def test_every_message_has_a_japanese_translation():
     assert untranslated == []
 
 
+def _key(entry: polib.POEntry | polib.MOEntry) -> tuple[str | None, str]:
+    return (entry.msgctxt or None, entry.msgid)
+
+
 def test_compiled_catalogue_matches_the_source():
-    po = {e.msgid: e.msgstr for e in polib.pofile(str(LOCALE / "django.po")) if e.translated()}
-    mo = {e.msgid: e.msgstr for e in polib.mofile(str(LOCALE / "django.mo")) if e.msgid}
+    po = {_key(e): e.msgstr for e in polib.pofile(str(LOCALE / "django.po")) if e.translated()}
+    mo = {_key(e): e.msgstr for e in polib.mofile(str(LOCALE / "django.mo")) if e.msgid}
     assert mo == po, "run: manage.py compilemessages"
 
 

@@ -107,6 +107,24 @@ export class Live {
     this.send({ type: "subscribe", stream, last_seq: last === undefined ? null : last });
   }
 
+  // Follow one more stream from this page on (a room that was opened or added). `lastSeq` is where the
+  // page's own data stands, so only later events are sent; null asks for a snapshot. Until the socket is
+  // open this only records the stream: opening subscribes every stream.
+  follow(stream, lastSeq = null) {
+    if (this.streams.includes(stream)) return;
+    this.streams.push(stream);
+    if (lastSeq !== null && lastSeq !== undefined) this.seq[stream] = lastSeq;
+    this.subscribe(stream);
+  }
+
+  // Stop following a stream (a room the person left); a reconnect no longer asks for it.
+  unfollow(stream) {
+    if (!this.streams.includes(stream)) return;
+    this.streams = this.streams.filter((s) => s !== stream);
+    delete this.seq[stream];
+    this.send({ type: "unsubscribe", stream });
+  }
+
   receive(frame) {
     if (frame.type === "snapshot") {
       this.seq[frame.stream] = frame.seq;
