@@ -17,8 +17,13 @@ frames received / (last frame's arrival - first message's send), latency = arriv
 duplicates are counted per client by message number, and for our stack the stream's seq must be gap-free.
 One warm-up burst, then `--rounds` bursts per server; the figures are the median round's.
 
-    .venv/bin/python -m bench.chat_fanout                          # 1,000 clients x 100 messages
-    .venv/bin/python -m bench.chat_fanout --clients 50 --messages 20 --rounds 1
+    .venv/bin/python -m bench.chat_fanout                          # 1,000 clients x 100 messages, ~4 min
+    .venv/bin/python -m bench.chat_fanout --clients 50 --messages 20 --rounds 1   # checks the harness only
+
+Each round's line also gives the burst's duration, how long the sender took, and the CPU seconds the server
+process and the client process used meanwhile: a server near one CPU second per second is the limit; a
+sender taking most of the burst means the service call was (our stack at small sizes always is, so the
+ratio means something only at full size).
 
 PostgreSQL is required (daphne and this process share the database): DATABASE_URL, by default
 postgres://postgres@127.0.0.1:5432/tsunagu_bench. Redis: --redis-url, by default database 13 of the local
@@ -42,12 +47,14 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench.common import median, setup_django, temporary_organization, verdict
+from bench.common import setup_django, temporary_organization, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 1000
@@ -84,10 +91,9 @@ class ServerProcess:
     """A server in its own process. Output goes to a temporary file, never a pipe: nothing reads a pipe during
     a burst, and daphne's access log fills a pipe's buffer after a few hundred sockets and blocks the server."""
 
-    def __init__(self, label: str, argv: list[str], env: dict[str, str], port: int) -> None:
-        self.label, self.port = label, port
-        self.output = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.output, stderr=subprocess.STDOUT)
+    def __init__(self, label: str, argv: list[str], env: dict[str, str], port: int, output: IO[bytes]) -> None:
+        self.label, self.port, self.output = label, port, output
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
 
     def wait_listening(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -102,7 +108,15 @@ class ServerProcess:
 
     def check(self) -> None:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.label} exited with {self.proc.returncode}:\n{self.tail()}")
+            raise RuntimeError(f"{self.label} exited with {self.proc.returncode}")
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the server process so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def tail(self, size: int = 3000) -> str:
         return _tail(self.output, size)
@@ -115,20 +129,29 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.output.close()
+
+
+@contextmanager
+def server_process(label: str, argv: list[str], env: dict[str, str], port: int) -> Iterator[ServerProcess]:
+    with tempfile.TemporaryFile() as output:
+        server = ServerProcess(label, argv, env, port, output)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 class ClientProcess:
     """`bench.fanout_client`, driven with one JSON object per line each way."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.errors = tempfile.TemporaryFile()
+    def __init__(self, config: dict[str, Any], errors: IO[bytes]) -> None:
+        self.errors = errors
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.fanout_client"],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self.errors,
+            stderr=errors,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -169,7 +192,16 @@ class ClientProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.errors.close()
+
+
+@contextmanager
+def client_process(config: dict[str, Any]) -> Iterator[ClientProcess]:
+    with tempfile.TemporaryFile() as errors:
+        client = ClientProcess(config, errors)
+        try:
+            yield client
+        finally:
+            client.stop()
 
 
 # --- Rounds -------------------------------------------------------------------------------------------------
@@ -181,6 +213,8 @@ class Round:
     result: dict[str, Any]
     send_seconds: float
     timed_out: bool
+    seconds: float  # first send to last arrival
+    server_cpu: float  # CPU seconds the server process used during the burst
 
     @property
     def lost(self) -> int:
@@ -237,7 +271,8 @@ def describe(round_: Round) -> str:
     text = (
         f"{round_.frames_per_second:8,.0f} frames/s  p50 {_ms(r['p50']):>7}  p99 {_ms(r['p99']):>7}  "
         f"{r['received']:,}/{r['expected']:,} frames, lost {r['missing']}, duplicated {r['duplicates']}"
-        f"  (sender {round_.send_seconds:.2f} s)"
+        f"  ({round_.seconds:.2f} s; sender {round_.send_seconds:.2f} s; CPU server {round_.server_cpu:.1f} s, "
+        f"clients {r['client_cpu']:.1f} s)"
     )
     extras = {
         "unexpected": r["unexpected"],
@@ -253,7 +288,8 @@ def describe(round_: Round) -> str:
 
 def run_server(
     run: ServerRun,
-    server: ServerProcess,
+    server_argv: list[str],
+    server_env: dict[str, str],
     client_config: dict[str, Any],
     burst: Burst,
     *,
@@ -261,48 +297,55 @@ def run_server(
     rounds: int,
     timeout: float,
 ) -> None:
-    """Connect the clients, then one warm-up burst and `rounds` measured ones; fills `run`."""
-    client: ClientProcess | None = None
-    try:
-        server.wait_listening()
-        client = ClientProcess(client_config)
-        ready = client.expect("ready", timeout=900)
-        server.check()
-        run.clients, run.connect_errors, run.connect_seconds = ready["connected"], ready["errors"], ready["seconds"]
-        print(
-            f"{run.label}: {run.clients}/{client_config['count']} clients ready in {run.connect_seconds:.1f} s"
-            + (f"; {ready['failed']} failed, e.g. {ready['errors'][0]}" if ready["failed"] else ""),
-            flush=True,
-        )
-        if not run.clients:
-            raise RuntimeError("no client connected")
-        for number in range(rounds + 1):
-            lo, hi = number * messages, (number + 1) * messages
-            client.send({"cmd": "round", "lo": lo, "hi": hi, "timeout": timeout})
-            client.expect("armed", timeout=60)
-            first_sent, last_sent = burst(lo, hi)
-            result = client.expect("result", timeout=timeout + 120)
-            server.check()
-            timed_out = result["done_at"] is None
-            elapsed = result["last_arrival"] - first_sent
-            fps = result["received"] / elapsed if result["received"] and elapsed > 0 else 0.0
-            round_ = Round(fps, result, last_sent - first_sent, timed_out)
-            if number == 0:
-                run.warmup = round_
-            else:
-                run.rounds.append(round_)
-            print(f"  {'warm-up' if number == 0 else f'round {number}':<8} {describe(round_)}", flush=True)
-            for example in result["examples"] + result["closed_examples"]:
-                print(f"           {example}", flush=True)
-            time.sleep(1.0)  # let the server settle between bursts
-    except Exception as exc:
-        run.error = f"{type(exc).__name__}: {exc}"
-        print(f"{run.label}: FAILED: {run.error}", flush=True)
-        print(f"--- {run.label} server, last output:\n{server.tail()}", flush=True)
-    finally:
-        if client is not None:
-            client.stop()
-        server.stop()
+    """Start the server, connect the clients, then one warm-up burst and `rounds` measured ones; fills `run`."""
+    with server_process(run.label, server_argv, server_env, client_config["port"]) as server:
+        try:
+            server.wait_listening()
+            with client_process(client_config) as client:
+                _connect(run, server, client, client_config)
+                for number in range(rounds + 1):
+                    round_ = _burst(server, client, burst, number * messages, (number + 1) * messages, timeout)
+                    if number == 0:
+                        run.warmup = round_
+                    else:
+                        run.rounds.append(round_)
+                    print(f"  {'warm-up' if number == 0 else f'round {number}':<8} {describe(round_)}", flush=True)
+                    for example in round_.result["examples"] + round_.result["closed_examples"]:
+                        print(f"           {example}", flush=True)
+                    time.sleep(1.0)  # let the server settle between bursts
+        except Exception as exc:
+            run.error = f"{type(exc).__name__}: {exc}"
+            print(f"{run.label}: FAILED: {run.error}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+            print(f"--- {run.label} server, last output:\n{server.tail()}", flush=True)
+
+
+def _connect(run: ServerRun, server: ServerProcess, client: ClientProcess, config: dict[str, Any]) -> None:
+    ready = client.expect("ready", timeout=900)
+    server.check()
+    run.clients, run.connect_errors, run.connect_seconds = ready["connected"], ready["errors"], ready["seconds"]
+    print(
+        f"{run.label}: {run.clients}/{config['count']} clients ready in {run.connect_seconds:.1f} s"
+        + (f" (largest set-up frame {ready['setup_frame_bytes']:,} B)" if ready["setup_frame_bytes"] else "")
+        + (f"; {ready['failed']} failed, e.g. {ready['errors'][0]}" if ready["failed"] else ""),
+        flush=True,
+    )
+    if not run.clients:
+        raise RuntimeError("no client connected")
+
+
+def _burst(server: ServerProcess, client: ClientProcess, burst: Burst, lo: int, hi: int, timeout: float) -> Round:
+    """Messages lo..hi-1: arm the clients, send, and read what every client got."""
+    client.send({"cmd": "round", "lo": lo, "hi": hi, "timeout": timeout})
+    client.expect("armed", timeout=60)
+    server_cpu = server.cpu_seconds()
+    first_sent, last_sent = burst(lo, hi)
+    result = client.expect("result", timeout=timeout + 120)
+    server_cpu = server.cpu_seconds() - server_cpu
+    server.check()
+    elapsed = result["last_arrival"] - first_sent
+    fps = result["received"] / elapsed if result["received"] and elapsed > 0 else 0.0
+    return Round(fps, result, last_sent - first_sent, result["done_at"] is None, elapsed, server_cpu)
 
 
 # --- Our stack ----------------------------------------------------------------------------------------------
@@ -374,13 +417,22 @@ def our_room_create(organization: Any, count: int) -> OurRoom:
 
 
 def our_room_drop(ours: OurRoom) -> None:
+    """What the organisation's deletion leaves: sessions, the outbox and counters of the room's stream and of
+    the people's own streams (room_group_create announces the room there), presence keys."""
     from django.contrib.sessions.models import Session
+    from django.core.cache import cache
 
     from consumers.models import OutboxEvent, Stream
+    from consumers.presence import presence_clear
+    from directory.events import user_group
 
+    streams = [ours.stream, *(user_group(person.id) for person in ours.people)]
     Session.objects.filter(session_key__in=ours.session_keys).delete()
-    OutboxEvent.objects.filter(stream=ours.stream).delete()
-    Stream.objects.filter(key=ours.stream).delete()
+    OutboxEvent.objects.filter(stream__in=streams).delete()
+    Stream.objects.filter(key__in=streams).delete()
+    for person in ours.people:
+        presence_clear(person.id)
+    cache.close()
 
 
 def our_burst(ours: OurRoom) -> Burst:
@@ -434,7 +486,6 @@ def run_ours(args: argparse.Namespace, env: dict[str, str]) -> ServerRun:
                 )
                 port = free_port()
                 argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_ARGS]
-                server = ServerProcess(LABELS["ours"], [*argv, "config.asgi:application"], env, port)
                 config = {
                     "mode": "ours",
                     "host": "127.0.0.1",
@@ -449,7 +500,8 @@ def run_ours(args: argparse.Namespace, env: dict[str, str]) -> ServerRun:
                 }
                 run_server(
                     run,
-                    server,
+                    [*argv, "config.asgi:application"],
+                    env,
                     config,
                     our_burst(ours),
                     messages=args.messages,
@@ -462,8 +514,6 @@ def run_ours(args: argparse.Namespace, env: dict[str, str]) -> ServerRun:
         if not run.error:
             run.error = f"{type(exc).__name__}: {exc}"
             print(f"{LABELS['ours']}: FAILED: {run.error}", flush=True)
-            import traceback
-
             traceback.print_exc(file=sys.stdout)
     return run
 
@@ -475,8 +525,8 @@ def plain_payload(i: int, pad: str) -> str:
     return json.dumps({"seq": i, "t": time.time(), "pad": pad})
 
 
-def padding(frame_bytes: int) -> str:
-    return "x" * max(0, frame_bytes - len(plain_payload(10**6, "")))
+def padding(frame_bytes: int, typical_seq: int) -> str:
+    return "x" * max(0, frame_bytes - len(plain_payload(typical_seq, "")))
 
 
 def stock_burst(redis_url: str, prefix: str, pad: str) -> Burst:
@@ -531,10 +581,10 @@ def run_stock(args: argparse.Namespace, redis_url: str, prefix: str, pad: str) -
     env.pop("DJANGO_SETTINGS_MODULE", None)  # fanout_stock configures its own minimal settings
     env.update(FANOUT_REDIS_URL=redis_url, FANOUT_STOCK_PREFIX=prefix, PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_ARGS]
-    server = ServerProcess(LABELS["stock"], [*argv, "bench.fanout_stock:application"], env, port)
     config = plain_config(port, args, "/")
     burst = stock_burst(redis_url, prefix, pad)
-    run_server(run, server, config, burst, messages=args.messages, rounds=args.rounds, timeout=args.timeout)
+    argv = [*argv, "bench.fanout_stock:application"]
+    run_server(run, argv, env, config, burst, messages=args.messages, rounds=args.rounds, timeout=args.timeout)
     return run
 
 
@@ -542,9 +592,10 @@ def run_bare(args: argparse.Namespace, pad: str) -> ServerRun:
     run = ServerRun("bare")
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    server = ServerProcess(LABELS["bare"], [sys.executable, "-m", "bench.fanout_bare", "--port", str(port)], env, port)
     config = plain_config(port, args, "/listen")
-    run_server(run, server, config, bare_burst(port, pad), messages=args.messages, rounds=args.rounds, timeout=args.timeout)
+    argv = [sys.executable, "-m", "bench.fanout_bare", "--port", str(port)]
+    burst = bare_burst(port, pad)
+    run_server(run, argv, env, config, burst, messages=args.messages, rounds=args.rounds, timeout=args.timeout)
     return run
 
 
@@ -604,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"database: {setup_django()}")
     print(f"redis: {args.redis_url} (prefixes {ours_prefix}, {stock_prefix})")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load} (other work on the machine skews all three)")
     print(
         f"{args.clients} clients in one process, bursts of {args.messages} messages; "
         f"1 warm-up + {args.rounds} rounds per server",
@@ -618,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         ours_warmup = runs["ours"].warmup if "ours" in runs else None
         if ours_warmup and ours_warmup.result["frame_bytes"]:
             frame_bytes = int(ours_warmup.result["frame_bytes"])
-        pad = padding(frame_bytes)
+        pad = padding(frame_bytes, args.messages * (args.rounds + 1) // 2)
         if "stock" in servers:
             runs["stock"] = run_stock(args, args.redis_url, stock_prefix, pad)
         if "bare" in servers:
@@ -642,6 +695,12 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {_ms(r['p99']):>7}  frames {r['frame_bytes']} B  clients {run.clients}  "
             f"lost {run.lost()}, duplicated {run.duplicated()} (all rounds)"
         )
+    busy = [run.label for run in runs.values() if (t := run.typical()) and t.result["client_cpu"] > 0.8 * t.seconds]
+    if busy:
+        print(
+            f"note: the client process was busy over 80% of the median round of {', '.join(busy)}; "
+            "those figures are lower bounds (the clients may have limited them)"
+        )
     if "ours" in fps and "bare" in fps and fps["bare"]:
         print(f"our stack / bare websockets: {fps['ours'] / fps['bare']:.2f}x")
     if "stock" in fps and "bare" in fps and fps["bare"]:
@@ -656,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"only {ours_run.clients} of {args.clients} clients subscribed")
     if "stock" not in fps:
         problems.append("stock Channels was not measured")
+    elif (stock_round := runs["stock"].typical()) and stock_round.timed_out:
+        problems.append("the stock Channels baseline's median round timed out: no valid baseline")
     if ours_run is not None:
         if ours_run.lost() or ours_run.duplicated():
             problems.append(f"our stack lost {ours_run.lost()} and duplicated {ours_run.duplicated()} frames")

@@ -73,6 +73,7 @@ class Client(asyncio.Protocol):
         self.collecting = False
         self.closed: str | None = None
         self.last_seq: int | None = None  # ours: the stream's seq this socket has reached
+        self.setup_bytes = 0  # the largest frame before the bursts (our snapshot)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -167,6 +168,7 @@ class Client(asyncio.Protocol):
                 if shared.count >= shared.expected and shared.done is not None and not shared.done.done():
                     shared.done.set_result(now)
             return
+        self.setup_bytes = max(self.setup_bytes, len(payload))
         try:
             self.setup.put_nowait(json.loads(payload))
         except ValueError:
@@ -178,10 +180,10 @@ class Client(asyncio.Protocol):
             self.transport.close()
 
 
-async def _next_frame(client: Client, want: str, timeout: float) -> dict[str, Any]:
+async def _next_frame(client: Client, want: str, wait: float) -> dict[str, Any]:
     """The next set-up frame of type `want`, skipping others (a snapshot, say); raise on close or error."""
     while True:
-        frame = await asyncio.wait_for(client.setup.get(), timeout)
+        frame = await asyncio.wait_for(client.setup.get(), wait)
         kind = frame.get("type")
         if kind == want:
             return frame
@@ -382,6 +384,7 @@ async def main() -> None:
             "failed": len(errors),
             "errors": errors[:5],
             "seconds": time.monotonic() - started,
+            "setup_frame_bytes": max((client.setup_bytes for client in clients), default=0),
         }
     )
     while True:
@@ -395,15 +398,19 @@ async def main() -> None:
         shared.expected = len(clients) * (hi - lo)
         shared.done = loop.create_future()
         shared.counting = True
+        cpu = time.process_time()
         _emit({"armed": True})
         done_at: float | None = None
         try:
             done_at = await asyncio.wait_for(shared.done, float(request["timeout"]))
+            cpu = time.process_time() - cpu
             await asyncio.sleep(GRACE_SECONDS)
         except TimeoutError:
-            pass
+            cpu = time.process_time() - cpu
         shared.counting = False
-        _emit({"result": _analyse(config, clients, lo, hi, done_at)})
+        result = _analyse(config, clients, lo, hi, done_at)
+        result["client_cpu"] = cpu
+        _emit({"result": result})
     for client in clients:
         if client.transport is not None:
             client.transport.close()
