@@ -423,7 +423,7 @@ def our_room_drop(ours: OurRoom) -> None:
     from django.core.cache import cache
 
     from consumers.models import OutboxEvent, Stream
-    from consumers.presence import presence_clear
+    from consumers.presence import presence_forget
     from directory.events import user_group
 
     streams = [ours.stream, *(user_group(person.id) for person in ours.people)]
@@ -431,7 +431,7 @@ def our_room_drop(ours: OurRoom) -> None:
     OutboxEvent.objects.filter(stream__in=streams).delete()
     Stream.objects.filter(key__in=streams).delete()
     for person in ours.people:
-        presence_clear(person.id)
+        presence_forget(person.id)
     cache.close()
 
 

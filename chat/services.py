@@ -31,7 +31,7 @@ from chat.selectors import (
 )
 from config.errors import ApplicationError
 from consumers.presence import online_user_ids
-from consumers.publisher import publish_now, publish_on_commit, push_request
+from consumers.publisher import held_events_replace, publish_now, publish_on_commit, push_request
 from directory.events import user_group
 from directory.models import Department, Organization, User
 
@@ -440,6 +440,13 @@ def message_delete(*, actor: User, message: Message) -> Message:
         message.attachment = None
         transaction.on_commit(lambda: _forget_file(stored_name))
     _publish_message(message.room, message, events.MESSAGE_DELETED)
+    # The events that posted or edited it still hold the text for clients catching up: they get the placeholder.
+    held_events_replace(
+        events.room_group(message.room_id),
+        event_types=[events.MESSAGE_POSTED, events.MESSAGE_EDITED],
+        data_id=message.id,
+        data=events.message_data(message, slug=message.room.organization.slug),
+    )
     return message
 
 

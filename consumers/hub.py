@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 import weakref
 from collections import Counter
 from collections.abc import Sequence
@@ -22,7 +23,8 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from consumers.presence import presence_clear, presence_touch
+from consumers.presence import presence_leave, presence_touch
+from consumers.wire import text_frame
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +33,25 @@ GROUP_REFRESH_SECONDS = 3600
 
 
 class Subscriber(Protocol):
-    async def hub_deliver(self, stream: str, seq: int | None, text: str, revoke: Sequence[int]) -> None: ...
+    async def hub_deliver(
+        self, stream: str, seq: int | None, text: str, revoke: Sequence[int], frame: bytes
+    ) -> None: ...
 
 
-def _missed_frames(stream: str, after: int, before: int) -> list[tuple[int, str]]:
+def _missed_frames(stream: str, after: int, before: int) -> list[tuple[int, str, list[int]]]:
     from consumers.publisher import events_since, wire_frame
+    from consumers.streams import revoked_user_ids
 
     events = events_since(stream, after, limit=settings.EVENT_REPLAY_LIMIT)
     if events is None:
         return []
+    # Each with the people it revokes, as relay() sends it: a removal fetched here must still cut them off.
     return [
-        (e.seq, wire_frame(stream=e.stream, seq=e.seq, event_type=e.type, data=e.data))
+        (
+            e.seq,
+            wire_frame(stream=e.stream, seq=e.seq, event_type=e.type, data=e.data),
+            revoked_user_ids(e.stream, e.type, e.data),
+        )
         for e in events
         if e.seq < before
     ]
@@ -56,7 +66,10 @@ class Hub:
         self.people: Counter[int] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
+        self._membership_lock = asyncio.Lock()
         self.frames_sent = 0
+        # Names this process in presence keys.
+        self.process = uuid.uuid4().hex[:16]
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -79,28 +92,32 @@ class Hub:
     # --- streams --------------------------------------------------------------------------------------
 
     async def join(self, stream: str, subscriber: Subscriber) -> None:
-        await self._start()
-        subscribers = self.subscribers.get(stream)
-        if subscribers is None:
-            subscribers = self.subscribers[stream] = set()
-            await self.layer.group_add(stream, self.channel)
-        subscribers.add(subscriber)
+        # One membership change at a time: a group_discard of the last socket and a group_add of the next
+        # one must reach Redis in that order, or this process would stop hearing the stream.
+        async with self._membership_lock:
+            await self._start()  # under the lock: a leave that stopped the hub cannot slip in between
+            subscribers = self.subscribers.get(stream)
+            if subscribers is None:
+                subscribers = self.subscribers[stream] = set()
+                await self.layer.group_add(stream, self.channel)
+            subscribers.add(subscriber)
 
     async def leave(self, stream: str, subscriber: Subscriber) -> None:
-        subscribers = self.subscribers.get(stream)
-        if subscribers is None:
-            return
-        subscribers.discard(subscriber)
-        if not subscribers:
-            del self.subscribers[stream]
-            self.last_seq.pop(stream, None)
-            channel = self.channel
-            if channel is not None:
-                try:
-                    await self.layer.group_discard(stream, channel)
-                except Exception:  # the layer being down must not break a disconnect
-                    logger.warning("group_discard of %s failed", stream, exc_info=True)
-        self._stop_if_idle()
+        async with self._membership_lock:
+            subscribers = self.subscribers.get(stream)
+            if subscribers is None:
+                return
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self.subscribers[stream]
+                self.last_seq.pop(stream, None)
+                channel = self.channel
+                if channel is not None:
+                    try:
+                        await self.layer.group_discard(stream, channel)
+                    except Exception:  # the layer being down must not break a disconnect
+                        logger.warning("group_discard of %s failed", stream, exc_info=True)
+            self._stop_if_idle()
 
     async def _receive_loop(self) -> None:
         while True:
@@ -131,15 +148,16 @@ class Hub:
                 return  # relayed twice (the beat relay), or already filled from the outbox
             if last is not None and seq > last + 1:
                 # The layer dropped something (or another process's relay overtook): fetch it once here.
-                for missed_seq, text in await database_sync_to_async(_missed_frames)(stream, last, seq):
-                    await self._deliver(stream, missed_seq, text, ())
+                for missed_seq, text, missed_revoke in await database_sync_to_async(_missed_frames)(stream, last, seq):
+                    await self._deliver(stream, missed_seq, text, missed_revoke)
             self.last_seq[stream] = seq
         await self._deliver(stream, seq, message["text"], revoke)
 
     async def _deliver(self, stream: str, seq: int | None, text: str, revoke: Sequence[int]) -> None:
+        frame = text_frame(text)  # the WebSocket frame, built once for every socket
         for subscriber in list(self.subscribers.get(stream, ())):
             try:
-                await subscriber.hub_deliver(stream, seq, text, revoke)
+                await subscriber.hub_deliver(stream, seq, text, revoke, frame)
             except Exception:
                 logger.exception("delivering %s#%s to a socket failed", stream, seq)
         self.frames_sent += len(self.subscribers.get(stream, ()))
@@ -152,7 +170,7 @@ class Hub:
             since_groups += interval
             try:
                 if self.people:
-                    await sync_to_async(presence_touch, thread_sensitive=False)(list(self.people))
+                    await sync_to_async(presence_touch, thread_sensitive=False)(list(self.people), process=self.process)
                 if since_groups >= GROUP_REFRESH_SECONDS and self.channel is not None:
                     since_groups = 0.0
                     for stream in list(self.subscribers):
@@ -168,13 +186,13 @@ class Hub:
         await self._start()
         self.people[user_id] += 1
         if self.people[user_id] == 1:
-            await sync_to_async(presence_touch, thread_sensitive=False)([user_id])
+            await sync_to_async(presence_touch, thread_sensitive=False)([user_id], process=self.process)
 
     async def person_disconnected(self, user_id: int) -> None:
         if self.people[user_id] <= 1:
             del self.people[user_id]
             try:
-                await sync_to_async(presence_clear, thread_sensitive=False)(user_id)
+                await sync_to_async(presence_leave, thread_sensitive=False)(user_id, process=self.process)
             except Exception:
                 logger.warning("presence clear failed", exc_info=True)
         else:

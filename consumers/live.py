@@ -28,7 +28,8 @@ from django.http import Http404
 from consumers.hub import hub_for
 from consumers.models import Stream
 from consumers.publisher import events_since, wire_frame
-from consumers.streams import stream_access
+from consumers.streams import revoked_user_ids, stream_access
+from consumers.wire import raw_writer
 from directory.models import User
 from directory.selectors import user_in_organization
 
@@ -51,12 +52,25 @@ def _snapshot(user: User, stream: str) -> dict[str, Any]:
     return {"type": "snapshot", "stream": group, "seq": seq, "data": data}
 
 
-def _catch_up(user: User, stream: str, last_seq: int) -> list[str] | dict[str, Any]:
-    """Frames for the events after last_seq, or a snapshot when they are no longer all held."""
+def _current_user(user_id: int) -> User | None:
+    """The person as the directory has them now: talk switched off, a new department or deactivation since
+    the socket opened must count for the next subscription."""
+    return User.objects.filter(id=user_id, is_active=True).select_related("organization", "department").first()
+
+
+def _catch_up(user: User, stream: str, last_seq: int) -> list[tuple[str, list[int]]] | dict[str, Any]:
+    """Frames for the events after last_seq, each with the people it revokes, or a snapshot when they are no
+    longer all held."""
     events = events_since(stream, last_seq, limit=settings.EVENT_REPLAY_LIMIT)
     if events is None:
         return _snapshot(user, stream)
-    return [wire_frame(stream=e.stream, seq=e.seq, event_type=e.type, data=e.data) for e in events]
+    return [
+        (
+            wire_frame(stream=e.stream, seq=e.seq, event_type=e.type, data=e.data),
+            revoked_user_ids(e.stream, e.type, e.data),
+        )
+        for e in events
+    ]
 
 
 @dataclass
@@ -89,6 +103,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.user = user
         self.streams = {}
         self._repairs: set[asyncio.Future[None]] = set()
+        # Under daphne the hub's frames are written straight to the connection (consumers/wire.py).
+        self._write = raw_writer(self.base_send)
         self.hub = hub_for(self.channel_layer)
         await self.hub.person_connected(user.id)
         await self.send_json({"type": "hello", "user": user.id})
@@ -141,6 +157,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if stream not in self.streams and len(self.streams) >= MAX_STREAMS_PER_SOCKET:
             await self._error("too_many_streams", "Too many streams on one connection.")
             return
+        current = await database_sync_to_async(_current_user)(self.user.id)
+        if current is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = current
         try:
             await database_sync_to_async(stream_access)(self.user, stream)
         except Http404:
@@ -164,8 +185,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if self.streams.get(stream) is state:
             await self.send_json({"type": "subscribed", "stream": stream, "seq": state.last})
 
-    async def _fill(self, stream: str, state: StreamState) -> None:
-        """Send what the socket missed after state.last: the held events, or a snapshot."""
+    async def _fill(self, stream: str, state: StreamState, *, revocable: bool = False) -> None:
+        """Send what the socket missed after state.last: the held events, or a snapshot. With `revocable`
+        (filling a gap in the live stream) an event that removes this person is the last frame sent."""
         result = await database_sync_to_async(_catch_up)(self.user, stream, state.last)
         if self.streams.get(stream) is not state:
             return  # unsubscribed or re-subscribed meanwhile
@@ -173,11 +195,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             state.last = result["seq"]
             await self.send_json(result)
             return
-        for text in result:
+        for text, revoke in result:
             await self.send(text_data=text)
-        state.last += len(result)
+            state.last += 1
+            if revocable and self.user.id in revoke:
+                await self._drop(stream)
+                return
 
-    async def _release(self, stream: str, state: StreamState) -> None:
+    async def _release(self, stream: str, state: StreamState, *, revocable: bool = False) -> None:
         """Send the held frames in order, filling any gap, then go live."""
         while state.held:
             held, state.held = state.held, []
@@ -191,22 +216,22 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                     await self.send(text_data=text)
                 elif seq > state.last + 1:
                     state.held = held[index:] + state.held
-                    await self._fill(stream, state)
+                    await self._fill(stream, state, revocable=revocable)
                     break
         state.held = None
 
-    async def hub_deliver(self, stream: str, seq: int | None, text: str, revoke: Sequence[int]) -> None:
-        """A frame from the hub; encoded once by the publisher for every socket."""
+    async def hub_deliver(self, stream: str, seq: int | None, text: str, revoke: Sequence[int], frame: bytes) -> None:
+        """A frame from the hub: `text` encoded once by the publisher, `frame` its WebSocket bytes."""
         state = self.streams.get(stream)
         if state is None:
             return
         if state.held is not None:
             state.held.append((seq, text))
-        elif seq is None:
-            await self.base_send({"type": "websocket.send", "text": text})
-        elif seq == state.last + 1:
-            state.last = seq
-            await self.base_send({"type": "websocket.send", "text": text})
+        elif seq is None or seq == state.last + 1:
+            if seq is not None:
+                state.last = seq
+            if self._write is None or not self._write(frame):
+                await self.base_send({"type": "websocket.send", "text": text})
         elif seq > state.last + 1:
             # A gap: hold from here and fetch what is missing, without holding up the hub.
             state.held = [(seq, text)]
@@ -217,8 +242,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def _repair(self, stream: str, state: StreamState) -> None:
         try:
-            await self._fill(stream, state)
-            await self._release(stream, state)
+            await self._fill(stream, state, revocable=True)
+            await self._release(stream, state, revocable=True)
         except Exception:
             logger.exception("filling a gap on %s failed; closing so the client resubscribes", stream)
             await self.close(code=CLOSE_RETRY)

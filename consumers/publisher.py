@@ -11,14 +11,17 @@ Ephemeral events (typing, progress bars) carry no sequence number and are sent a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -75,6 +78,41 @@ def wire_frame(*, stream: str, seq: int, event_type: str, data: Mapping[str, Any
     )
 
 
+class _LayerLoop:
+    """One event loop in a background thread for sending to the channel layer from sync code.
+
+    `async_to_sync` outside an event loop (Celery, commands, a sync caller) starts a new loop per call, and
+    channels-redis opens a new connection per loop: about 5 ms per event. This loop lives as long as the
+    process (a forked worker starts its own), so connections are reused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="channel-layer-send", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+
+_layer_loop = _LayerLoop()
+
+
+def layer_group_send(group: str, message: dict[str, Any]) -> None:
+    """group_send from sync code. The in-memory layer (embedded default, tests) is bound to the loop of its
+    receivers, so it keeps async_to_sync."""
+    layer = get_channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        async_to_sync(layer.group_send)(group, message)
+        return
+    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _layer_loop.loop())
+    future.result(timeout=30)
+
+
 def _next_seq(group: str) -> int:
     # UPDATE takes the row lock until commit: writers to one stream serialise, so seq follows commit order.
     if not Stream.objects.filter(key=group).update(last_seq=F("last_seq") + 1):
@@ -105,7 +143,6 @@ def relay(events: Sequence[OutboxEvent]) -> None:
     """Send committed outbox events to their groups, queue their pushes, and mark them published."""
     from consumers.streams import revoked_user_ids
 
-    layer = get_channel_layer()
     for event in events:
         message: dict[str, Any] = {
             "type": "stream.event",
@@ -117,7 +154,7 @@ def relay(events: Sequence[OutboxEvent]) -> None:
         if revoke:
             message["revoke"] = revoke
         try:
-            async_to_sync(layer.group_send)(event.stream, message)
+            layer_group_send(event.stream, message)
         except Exception:
             # The beat relay will try again; clients that reconnect replay from the outbox meanwhile.
             logger.exception("channel layer send failed for %s#%s", event.stream, event.seq)
@@ -155,6 +192,15 @@ def events_since(group: str, last_seq: int, *, limit: int) -> list[OutboxEvent] 
     return events
 
 
+def held_events_replace(group: str, *, event_types: Sequence[str], data_id: int, data: Mapping[str, Any]) -> int:
+    """Give the held events about one object (data["id"]) of `group` its current state, so a client catching up
+    never replays what was taken back (a deleted message's text). Call inside the transaction that takes it
+    back. Returns how many events were rewritten."""
+    return OutboxEvent.objects.filter(stream=group, type__in=list(event_types), data__id=data_id).update(
+        data=dict(data)
+    )
+
+
 def stream_seq(group: str) -> int:
     return Stream.objects.filter(key=group).values_list("last_seq", flat=True).first() or 0
 
@@ -166,6 +212,4 @@ def publish_now(group: str, event_type: str, data: Mapping[str, Any]) -> None:
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    async_to_sync(get_channel_layer().group_send)(
-        group, {"type": "stream.event", "stream": group, "seq": None, "text": text}
-    )
+    layer_group_send(group, {"type": "stream.event", "stream": group, "seq": None, "text": text})
