@@ -30,6 +30,7 @@ def person(
     email: str | None = None,
     must_change_password: bool = False,
     department: Department | None = None,
+    talk_available: bool = False,
 ) -> User:
     n = next(_counter)
     login_id = login_id or f"user{n}"
@@ -43,6 +44,7 @@ def person(
         language=language,
         must_change_password=must_change_password,
         department=department,
+        talk_available=talk_available,
     )
     for role in roles:
         RoleAssignment.objects.create(user=user, role=role)

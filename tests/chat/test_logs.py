@@ -35,6 +35,7 @@ from chat.services import department_room_ensure, room_direct_open, room_group_c
 from chat.tasks import talk_archive
 from directory.models import Role, User
 from tests import factories
+from tests.chat.support import client_for, talk_person
 
 pytestmark = pytest.mark.django_db
 
@@ -48,29 +49,6 @@ def storage(settings: Any, tmp_path: Any) -> Any:
     settings.TALK_FILES_DIR = tmp_path / "files"
     settings.LANGUAGE_CODE = "en"  # the header and the deleted marker in their msgid form
     return tmp_path
-
-
-def talk_person(org: Any, login_id: str | None = None, **kwargs: Any) -> User:
-    person = factories.person(org, login_id, **kwargs)
-    person.talk_available = True
-    person.save(update_fields=["talk_available"])
-    return person
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user, backend="directory.auth.OrganisationLoginBackend")
-    return client
-
-
-@pytest.fixture
-def alice(org: Any) -> User:
-    return talk_person(org, "alice")
-
-
-@pytest.fixture
-def bob(org: Any) -> User:
-    return talk_person(org, "bob")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 from django.test import Client
@@ -22,47 +21,14 @@ from chat.models import Attachment, FilePolicy, Message
 from consumers.presence import presence_touch
 from directory.models import User
 from tests import factories
+from tests.chat.support import client_for, talk_person
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache() -> None:
-    """Throttle counters and presence live in the (per-process) cache: start every test with none."""
-    cache.clear()
-
-
-def talk_person(org: Any, login_id: str | None = None, **kwargs: Any) -> User:
-    person = factories.person(org, login_id, **kwargs)
-    person.talk_available = True
-    person.save(update_fields=["talk_available"])
-    return person
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user, backend="directory.auth.OrganisationLoginBackend")
-    return client
 
 
 def mark_online(*people: User) -> None:
     """As a web process does for the people whose sockets it holds."""
     presence_touch([p.id for p in people], process="test-process")
-
-
-@pytest.fixture
-def alice(org: Any) -> User:
-    return talk_person(org, "alice")
-
-
-@pytest.fixture
-def bob(org: Any) -> User:
-    return talk_person(org, "bob")
-
-
-@pytest.fixture
-def carol(org: Any) -> User:
-    return talk_person(org, "carol")
 
 
 @pytest.fixture

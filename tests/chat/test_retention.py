@@ -19,7 +19,7 @@ from chat.models import Attachment, Message, Room, TalkLogFile, TalkSettings
 from chat.services import room_group_create, talk_settings_update
 from chat.tasks import talk_retention
 from directory.models import User
-from tests import factories
+from tests.chat.support import talk_person
 
 pytestmark = pytest.mark.django_db
 
@@ -30,18 +30,6 @@ def storage(settings: Any, tmp_path: Any) -> Any:
     settings.TALK_FILES_DIR = tmp_path / "files"
     settings.LANGUAGE_CODE = "en"
     return tmp_path
-
-
-def talk_person(org: Any, login_id: str | None = None) -> User:
-    person = factories.person(org, login_id)
-    person.talk_available = True
-    person.save(update_fields=["talk_available"])
-    return person
-
-
-@pytest.fixture
-def alice(org: Any) -> User:
-    return talk_person(org, "alice")
 
 
 @pytest.fixture

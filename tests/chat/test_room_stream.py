@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.core.cache import cache
 from django.db import connections
 from django.test import Client
 
@@ -22,6 +21,7 @@ from consumers.presence import online_user_ids
 from consumers.publisher import stream_seq
 from directory.models import User
 from tests import factories
+from tests.chat.support import talk_person
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -34,18 +34,6 @@ async def close_thread_connections():
     the test database can be dropped at the end of the run."""
     yield
     await sync_to_async(connections.close_all)()
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache() -> None:
-    cache.clear()  # presence and throttles live in the per-process cache
-
-
-def talk_person(org: Any, login_id: str, **kwargs: Any) -> User:
-    person = factories.person(org, login_id, **kwargs)
-    person.talk_available = True
-    person.save(update_fields=["talk_available"])
-    return person
 
 
 @pytest.fixture

@@ -11,21 +11,9 @@ from django.test import Client
 from chat.models import FilePolicy, Membership, Room, RoomKind, TalkSettings
 from directory.models import Role, User
 from tests import factories
+from tests.chat.support import client_for, talk_person
 
 pytestmark = pytest.mark.django_db
-
-
-def talk_person(org: Any, login_id: str | None = None, **kwargs: Any) -> User:
-    person = factories.person(org, login_id, **kwargs)
-    person.talk_available = True
-    person.save(update_fields=["talk_available"])
-    return person
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user, backend="directory.auth.OrganisationLoginBackend")
-    return client
 
 
 def room_ids(client: Client, slug: str = "acme") -> list[int]:
@@ -40,21 +28,6 @@ def create_group(client: Client, name: str, member_ids: list[int]) -> dict[str, 
     )
     assert response.status_code == 201, response.content
     return response.json()
-
-
-@pytest.fixture
-def alice(org: Any) -> User:
-    return talk_person(org, "alice")
-
-
-@pytest.fixture
-def bob(org: Any) -> User:
-    return talk_person(org, "bob")
-
-
-@pytest.fixture
-def carol(org: Any) -> User:
-    return talk_person(org, "carol")
 
 
 # --- 1:1 rooms ------------------------------------------------------------------------------------------
