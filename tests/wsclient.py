@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -144,3 +144,32 @@ async def subscribe(ws: ClientConnection, stream: str, last_seq: int | None = No
     if first["type"] == "snapshot":
         await recv_until(ws, of_type("subscribed", stream=stream), timeout)
     return first
+
+
+def run_then_flush(scenario: Coroutine[Any, Any, None]) -> None:
+    """Run a socket scenario in its own event loop, then drop this run's channel-layer keys from Redis
+    (only those under the test run's own prefix) so no stale group outlives the test."""
+
+    async def scenario_then_flush() -> None:
+        try:
+            await scenario
+        finally:
+            from channels.layers import channel_layers
+
+            # A layer of its own: the shared one may hold connections of the publisher's send loop (another
+            # event loop), which cannot be closed from this one.
+            await channel_layers.make_backend("default").flush()
+
+    asyncio.run(scenario_then_flush())
+
+
+def usable_by_daphne(user: Any) -> Any:
+    """The test settings hash passwords with MD5 for speed, but daphne runs the base settings, which do not
+    know that hasher; store a hash it can verify."""
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
+
+    from tests import factories
+
+    user.password = make_password(factories.PASSWORD, hasher=PBKDF2PasswordHasher())
+    user.save(update_fields=["password"])
+    return user

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from websockets.asyncio.client import ClientConnection
 
 from chat import services
@@ -23,7 +22,19 @@ from chat.models import Room
 from directory.models import User
 from tests import factories
 from tests.services import daphne, require_postgres, require_redis, subprocess_env
-from tests.wsclient import HTTP_TIMEOUT, Frame, api_post, connect, of_type, recv_json, recv_until, sign_in, subscribe
+from tests.wsclient import (
+    HTTP_TIMEOUT,
+    Frame,
+    api_post,
+    connect,
+    of_type,
+    recv_json,
+    recv_until,
+    run_then_flush,
+    sign_in,
+    subscribe,
+    usable_by_daphne,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -46,11 +57,7 @@ class Talk:
 
 def talk_user(organization: Any, login_id: str) -> User:
     """A talk user whose password daphne (the base settings' hashers) can verify."""
-    user = factories.person(organization, login_id)
-    user.talk_available = True
-    user.password = make_password(factories.PASSWORD, hasher=PBKDF2PasswordHasher())
-    user.save(update_fields=["talk_available", "password"])
-    return user
+    return usable_by_daphne(factories.person(organization, login_id, talk_available=True))
 
 
 def make_talk(slug: str) -> Talk:
@@ -64,22 +71,6 @@ def servers_env() -> dict[str, str]:
     # Eager tasks: no Celery worker runs here, so nothing may be left queued in Redis. A generous send rate: the
     # throttle counts in the shared Redis cache, where an earlier run's counts for the same ids may linger.
     return subprocess_env(CELERY_TASK_ALWAYS_EAGER="true", TALK_SEND_RATE_PER_MINUTE="10000")
-
-
-def run(scenario: Coroutine[Any, Any, None]) -> None:
-    """Run a socket scenario in its own event loop, then drop this run's channel-layer keys from Redis."""
-
-    async def scenario_then_flush() -> None:
-        try:
-            await scenario
-        finally:
-            from channels.layers import channel_layers
-
-            # A layer of its own: the shared one may hold connections of another event loop (the relays of
-            # this process's own writes), which cannot be closed from this one.
-            await channel_layers.make_backend("default").flush()
-
-    asyncio.run(scenario_then_flush())
 
 
 async def send(base_url: str, talk: Talk, cookies: Mapping[str, str], body: str) -> Frame:
@@ -108,7 +99,7 @@ def test_message_sent_to_either_process_reaches_members_on_both() -> None:
     talk = make_talk("talk2p")
     env = servers_env()
     with daphne(env) as server_1, daphne(env) as server_2:
-        run(cross_process(talk, server_1, server_2))
+        run_then_flush(cross_process(talk, server_1, server_2))
 
 
 async def cross_process(talk: Talk, server_1: str, server_2: str) -> None:
@@ -159,7 +150,7 @@ def test_burst_of_messages_reaches_both_processes_gap_free_and_once() -> None:
     talk = make_talk("talkburst")
     env = servers_env()
     with daphne(env) as server_1, daphne(env) as server_2:
-        run(burst(talk, server_1, server_2))
+        run_then_flush(burst(talk, server_1, server_2))
 
 
 async def burst(talk: Talk, server_1: str, server_2: str) -> None:
@@ -212,7 +203,7 @@ def test_person_connected_to_two_processes_stays_online_when_one_socket_closes()
     talk = make_talk("talkpresence")
     env = servers_env()
     with daphne(env) as server_1, daphne(env) as server_2:
-        run(presence_across_processes(talk, server_1, server_2))
+        run_then_flush(presence_across_processes(talk, server_1, server_2))
 
 
 async def presence_across_processes(talk: Talk, server_1: str, server_2: str) -> None:

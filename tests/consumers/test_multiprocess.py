@@ -16,19 +16,25 @@ import resource
 import statistics
 import time
 from collections import Counter
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from directory.models import Organization, Role, User
 from tests import factories
 from tests.services import daphne, require_postgres, require_redis, subprocess_env
-from tests.wsclient import connect, of_type, post_notice, recv_until, sign_in, subscribe
+from tests.wsclient import (
+    connect,
+    of_type,
+    post_notice,
+    recv_until,
+    run_then_flush,
+    sign_in,
+    subscribe,
+    usable_by_daphne,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -48,36 +54,11 @@ class Org:
         return f"org.{self.organization.id}"
 
 
-def usable_by_daphne(user: User) -> User:
-    """The test settings hash passwords with MD5 for speed, but daphne runs the base settings, which do not
-    know that hasher; store a hash it can verify."""
-    user.password = make_password(factories.PASSWORD, hasher=PBKDF2PasswordHasher())
-    user.save(update_fields=["password"])
-    return user
-
-
 def make_org(slug: str) -> Org:
     organization = factories.organization(slug=slug, name=f"{slug} 株式会社")
     admin = factories.person(organization, f"{slug}-admin", roles=(Role.SYSTEM_ADMIN,))
     member = factories.person(organization, f"{slug}-member")
     return Org(organization, usable_by_daphne(admin), usable_by_daphne(member))
-
-
-def run(scenario: Coroutine[Any, Any, None]) -> None:
-    """Run a socket scenario in its own event loop, then drop this run's channel-layer keys from Redis
-    (only those under the test run's own prefix) so no stale group outlives the test."""
-
-    async def scenario_then_flush() -> None:
-        try:
-            await scenario
-        finally:
-            from channels.layers import channel_layers
-
-            # A layer of its own: the shared one may hold connections of the publisher's send loop (another
-            # event loop), which cannot be closed from this one.
-            await channel_layers.make_backend("default").flush()
-
-    asyncio.run(scenario_then_flush())
 
 
 @pytest.mark.timeout(90)
@@ -88,7 +69,7 @@ def test_event_published_through_one_daphne_reaches_a_socket_on_another() -> Non
     env = subprocess_env()
     with daphne(env) as server_a, daphne(env) as server_b:
         assert server_a != server_b
-        run(cross_process_event(org, server_a, server_b))
+        run_then_flush(cross_process_event(org, server_a, server_b))
 
 
 async def cross_process_event(org: Org, server_a: str, server_b: str) -> None:
@@ -122,7 +103,7 @@ def test_socket_idle_for_60_seconds_stays_open() -> None:
     require_postgres()
     org = make_org("idle")
     with daphne(subprocess_env()) as server:
-        run(idle_socket(org, server, idle_seconds=65))
+        run_then_flush(idle_socket(org, server, idle_seconds=65))
 
 
 async def idle_socket(org: Org, server: str, idle_seconds: float) -> None:
@@ -187,7 +168,7 @@ def test_500_sockets_connecting_at_once_get_no_http_500() -> None:
     assert limit >= SOCKETS_AT_ONCE + 200, f"open-files limit {limit} is too low for {SOCKETS_AT_ONCE} sockets"
     org = make_org("burst")
     with daphne(subprocess_env()) as server:
-        run(burst(org, server, SOCKETS_AT_ONCE))
+        run_then_flush(burst(org, server, SOCKETS_AT_ONCE))
 
 
 async def burst(org: Org, server: str, count: int) -> None:
@@ -253,7 +234,7 @@ def test_foreign_origin_is_rejected_over_real_daphne() -> None:
     require_postgres()
     org = make_org("origin")
     with daphne(subprocess_env()) as server:
-        run(foreign_origin(org, server))
+        run_then_flush(foreign_origin(org, server))
 
 
 async def foreign_origin(org: Org, server: str) -> None:
