@@ -21,9 +21,7 @@ from chat import events
 from chat.models import Attachment, FilePolicy, Membership, Message, Room, RoomKind, TalkSettings
 from chat.selectors import (
     is_member,
-    read_positions,
     room_can_post,
-    room_display_name,
     room_is_admin,
     room_member_ids,
     talk_settings_get,
@@ -460,7 +458,7 @@ def room_read(*, user: User, room: Room, last_read_id: int) -> int:
         return membership.last_read_id
     membership.last_read_id = position
     membership.save(update_fields=["last_read_id"])
-    if len(read_positions(room=room)) <= settings.TALK_LIVE_RECEIPTS_MAX_MEMBERS:
+    if len(room_member_ids(room=room)) <= settings.TALK_LIVE_RECEIPTS_MAX_MEMBERS:
         group = events.room_group(room.id)
         data = {"user": user.id, "last_read_id": position}
         transaction.on_commit(lambda: publish_now(group, events.ROOM_READ, data), robust=True)
@@ -469,7 +467,3 @@ def room_read(*, user: User, room: Room, last_read_id: int) -> int:
 
 def typing_signal(*, user: User, room: Room) -> None:
     publish_now(events.room_group(room.id), events.ROOM_TYPING, {"user": user.id, "name": user.display_name})
-
-
-def room_title(room: Room, viewer: User) -> str:
-    return room_display_name(room, viewer=viewer)

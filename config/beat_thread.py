@@ -7,6 +7,8 @@ eagerly, in the web process: outbox relay, talk-log archive, retention. The JMA 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 
@@ -15,6 +17,14 @@ logger = logging.getLogger(__name__)
 _started = False
 _lock = threading.Lock()
 SKIP = frozenset({"jma-poll"})
+
+
+def is_server_process() -> bool:
+    """False under pytest, manage.py / django-admin commands and Celery: only a web server polls in-process."""
+    if "pytest" in sys.modules:
+        return False
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return not (program in ("manage.py", "django-admin") or "celery" in program or "pytest" in program)
 
 
 def beat_entries() -> dict[str, tuple[str, float]]:

@@ -11,9 +11,7 @@ class ConsumersConfig(AppConfig):
         vapid_keys()
         from django.conf import settings
 
-        from safety.apps import _is_server_process
+        from config.beat_thread import is_server_process, start_beat_thread
 
-        if settings.BEAT_IN_PROCESS and _is_server_process():
-            from config.beat_thread import start_beat_thread
-
+        if settings.BEAT_IN_PROCESS and is_server_process():
             start_beat_thread()

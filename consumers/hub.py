@@ -67,7 +67,6 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
         self._membership_lock = asyncio.Lock()
-        self.frames_sent = 0
         # Names this process in presence keys.
         self.process = uuid.uuid4().hex[:16]
 
@@ -160,7 +159,6 @@ class Hub:
                 await subscriber.hub_deliver(stream, seq, text, revoke, frame)
             except Exception:
                 logger.exception("delivering %s#%s to a socket failed", stream, seq)
-        self.frames_sent += len(self.subscribers.get(stream, ()))
 
     async def _refresh_loop(self) -> None:
         interval = max(1.0, settings.PRESENCE_TTL_SECONDS / 3)

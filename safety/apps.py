@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 
 from django.apps import AppConfig
+
+from config.beat_thread import is_server_process
 
 logger = logging.getLogger(__name__)
 
 _poller_started = False
 _poller_lock = threading.Lock()
-
-
-def _is_server_process() -> bool:
-    """False under pytest, manage.py / django-admin commands and Celery: only a web server polls in-process."""
-    if "pytest" in sys.modules:
-        return False
-    program = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return not (program in ("manage.py", "django-admin") or "celery" in program or "pytest" in program)
 
 
 def _poll_forever(interval: int) -> None:
@@ -47,7 +39,7 @@ class SafetyConfig(AppConfig):
         global _poller_started
         from django.conf import settings
 
-        if not settings.JMA_POLL_IN_PROCESS or not settings.JMA_FEED_URLS or not _is_server_process():
+        if not settings.JMA_POLL_IN_PROCESS or not settings.JMA_FEED_URLS or not is_server_process():
             return
         with _poller_lock:
             if _poller_started:
