@@ -17,6 +17,7 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("push/subscriptions/", PushSubscriptionApi.as_view(), name="api-push-subscriptions"),
     path("directory/", include("directory.api_urls")),
     path("talk/", include("chat.api_urls")),
+    path("safety/", include("safety.api_urls")),
 ]
 
 urlpatterns = [

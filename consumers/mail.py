@@ -49,26 +49,34 @@ def mail_send_batch(messages: Sequence[MailMessage]) -> int:
 
     A recipient the server refuses is logged and skipped, so one bad address never stops the rest; a lost
     connection raises MailInterrupted with the messages still to send."""
+    return sum(error is None for error in mail_send_results(messages))
+
+
+def mail_send_results(messages: Sequence[MailMessage]) -> list[str | None]:
+    """Send every message over one connection; one result per message: None when the server accepted it,
+    else why it refused. A lost connection raises MailInterrupted with the messages still to send."""
     if not messages:
-        return 0
+        return []
     connection = get_connection()
     try:
         connection.open()
     except (smtplib.SMTPException, OSError):
         raise MailInterrupted(messages) from None
-    sent = 0
+    results: list[str | None] = []
     try:
         for index, message in enumerate(messages):
             try:
-                sent += connection.send_messages([_email(message, connection)]) or 0
+                sent = connection.send_messages([_email(message, connection)]) or 0
+                results.append(None if sent else "not sent")
             except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
                 logger.warning("mail to %s refused: %s", ", ".join(message.to), exc)
+                results.append(f"refused: {exc}"[:200])
             except (smtplib.SMTPException, OSError):
                 raise MailInterrupted(messages[index:]) from None
     finally:
         with contextlib.suppress(smtplib.SMTPException, OSError):
             connection.close()
-    return sent
+    return results
 
 
 def _email(message: MailMessage, connection: Any) -> EmailMultiAlternatives:

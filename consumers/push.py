@@ -124,10 +124,11 @@ def push_send(*, subscription_ids: Sequence[int], notification: dict[str, Any], 
         vapid_subject=settings.VAPID_SUBJECT,
         concurrency=settings.PUSH_CONCURRENCY,
     )
-    return _record_outcomes(outcomes) + waiting
+    return push_outcomes_record(outcomes) + waiting
 
 
-def _record_outcomes(outcomes: Sequence[PushOutcome]) -> list[int]:
+def push_outcomes_record(outcomes: Sequence[PushOutcome]) -> list[int]:
+    """Keep what the push services said on the subscriptions (gone ones deleted). Returns the ids to retry."""
     now = timezone.now()
     ok = [o.target_id for o in outcomes if o.ok]
     gone = [o.target_id for o in outcomes if o.gone]

@@ -73,6 +73,8 @@ class PushTarget:
     endpoint: str
     p256dh: str  # base64url client public key (65-byte uncompressed P-256 point)
     auth: str  # base64url 16-byte auth secret
+    # This target's own payload instead of the message's (a safety request carries each person's own link).
+    payload: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ async def send_batch_async(
     """
     vapid = _vapid_signer(vapid_private_key, vapid_subject)
     body = _serialise_payload(message.payload)
+    own_bodies = [None if t.payload is None else _serialise_payload(t.payload) for t in targets]
     extra_headers = _message_headers(message)
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -212,7 +215,7 @@ async def send_batch_async(
                 outcomes[index] = await _send_one(
                     session,
                     targets[index],
-                    body=body,
+                    body=own_bodies[index] or body,
                     headers=extra_headers,
                     authorization=authorization,
                     ttl=message.ttl,

@@ -186,3 +186,28 @@ def jma_stream_access(user: User, key: str) -> str:
 
 def jma_stream_snapshot(user: User, key: str) -> dict[str, object]:
     return {"reports": report_list(limit=JMA_SNAPSHOT_SIZE, language=user.language)}
+
+
+# --- Safety confirmation events ---------------------------------------------------------------------------
+# On the organisation stream (`org.<id>`): an incident opened, was sent, changed status or was completed.
+# Pages refetch what concerns them (the person's own open requests, the directory badges); the event carries
+# no recipients, so it tells nobody who was asked.
+INCIDENT_CHANGED: Literal["safety.incident"] = "safety.incident"
+# On the person's own stream (`user.<id>`): their answer was recorded (from any device, or by proxy).
+ANSWER_RECORDED: Literal["safety.answered"] = "safety.answered"
+
+
+class IncidentEventData(TypedDict):
+    id: int
+    title: str
+    status: str
+    is_drill: bool
+    dispatch: int | None
+
+
+class AnswerEventData(TypedDict):
+    incident_id: int
+    status: str
+    needs_help: bool
+    answered_at: str
+    source: str

@@ -1,8 +1,10 @@
-"""Safety data. For now: the JMA PULL feeds we poll and every JMA document we have received."""
+"""Safety data: the JMA feeds and documents, and the safety confirmation (incidents, sends, deliveries, answers)."""
 
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class JmaFeed(models.Model):
@@ -58,3 +60,199 @@ class JmaDocument(models.Model):
     @property
     def is_drill(self) -> bool:
         return self.status != "通常"
+
+
+# --- Safety confirmation (安否確認): templates, incidents, dispatches, deliveries, answers -------------------
+
+
+class MessageTemplate(models.Model):
+    """An organisation's reusable text (定型文) for incident titles and messages."""
+
+    organization = models.ForeignKey("directory.Organization", on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100)
+    title = models.CharField(max_length=200, blank=True)
+    body = models.TextField(max_length=5000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class IncidentStatus(models.TextChoices):
+    DRAFT = "draft", _("Draft")
+    ACCEPTING = "accepting", _("Accepting answers")
+    SENDING = "sending", _("Sending")
+    COMPLETED = "completed", _("Completed")
+
+
+class Incident(models.Model):
+    """One safety check: what happened, the question form, and its state. Answers are accepted while it is
+    accepting or sending; completing it closes answers and clears the directory badges."""
+
+    organization = models.ForeignKey("directory.Organization", on_delete=models.CASCADE, related_name="incidents")
+    title = models.CharField(max_length=200)
+    message = models.TextField(max_length=5000)
+    status = models.CharField(max_length=10, choices=IncidentStatus.choices, default=IncidentStatus.DRAFT)
+    tally_start_at = models.DateTimeField()
+    end_notice_at = models.DateTimeField(null=True, blank=True)
+    end_notice_addresses = models.JSONField(default=list, blank=True)
+    end_notice_sent_at = models.DateTimeField(null=True, blank=True)
+    collect_location = models.BooleanField(default=False)
+    # The question form: a list of safety.questions.Question dicts; [] means "no questions" (no tally).
+    questions = models.JSONField(default=list, blank=True)
+    is_drill = models.BooleanField(default=False)
+    # People sent the incident's link when it opens (chosen administrators).
+    notify_user_ids = models.JSONField(default=list, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey("directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    completed_by = models.ForeignKey(
+        "directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["organization", "status"], name="incident_org_status")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (IncidentStatus.ACCEPTING, IncidentStatus.SENDING)
+
+
+class Dispatch(models.Model):
+    """One send (the first, or a resend) of an incident to a set of people. Its delivery rows are written with
+    it; `dispatch_run` sends them, and the `safety_scan` beat task restarts any run whose heartbeat stopped."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="dispatches")
+    number = models.PositiveIntegerField()
+    # {"mode": "everyone" | "filter" | "chosen", ...filter fields}: what the sender asked for.
+    target = models.JSONField(default=dict)
+    recipients = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey("directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["incident_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["incident", "number"], name="dispatch_number_unique")]
+        indexes = [models.Index(fields=["finished_at"], name="dispatch_unfinished")]
+
+    def __str__(self) -> str:
+        return f"{self.incident_id}#{self.number}"
+
+
+class AnswerStatus(models.TextChoices):
+    """The safety answer, denormalised on the recipient so the tally is one GROUP BY."""
+
+    NONE = "", _("No answer")
+    SAFE = "safe", _("Safe")
+    MINOR = "minor", _("Minor injury")
+    SERIOUS = "serious", _("Serious injury")
+    # Answered a form without the safety question.
+    ANSWERED = "answered", _("Answered")
+
+
+class Recipient(models.Model):
+    """A person asked by an incident (by any of its sends), with their current answer. One row per (incident,
+    person), so resends merge into one tally (合算集計)."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="recipients")
+    person = models.ForeignKey("directory.User", on_delete=models.CASCADE, related_name="safety_requests")
+    first_dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=AnswerStatus.choices, blank=True, default="")
+    needs_help = models.BooleanField(default=False)
+    answer = models.ForeignKey("Answer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    answer_count = models.PositiveIntegerField(default=0)
+    first_answered_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["incident", "person"], name="recipient_unique")]
+        indexes = [models.Index(fields=["incident", "status"], name="recipient_incident_status")]
+
+    def __str__(self) -> str:
+        return f"{self.incident_id}:{self.person_id}"
+
+
+class AnswerSource(models.TextChoices):
+    APP = "app", _("In the app")
+    LINK = "link", _("From the link")
+    PUSH = "push", _("From the notification")
+    PROXY = "proxy", _("Proxy answer")
+
+
+class Answer(models.Model):
+    """Every answer ever given, kept as history; the recipient points at the latest."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="answers")
+    person = models.ForeignKey("directory.User", on_delete=models.CASCADE, related_name="+")
+    # {question key: choice key | [choice keys] | text}
+    values = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=AnswerStatus.choices, blank=True, default="")
+    needs_help = models.BooleanField(default=False)
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    accuracy = models.FloatField(null=True, blank=True)
+    source = models.CharField(max_length=8, choices=AnswerSource.choices)
+    # Who entered a proxy answer, and how they reached the person.
+    entered_by = models.ForeignKey("directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    proxy_note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["incident", "person", "created_at"], name="answer_history")]
+
+    def __str__(self) -> str:
+        return f"{self.incident_id}:{self.person_id}@{self.created_at:%H:%M:%S}"
+
+
+class Channel(models.TextChoices):
+    PUSH = "push", _("Push")
+    EMAIL = "email", _("E-mail")
+    INAPP = "inapp", _("In the app")
+
+
+class DeliveryState(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed")
+    ANSWERED = "answered", _("Answered")
+
+
+class Delivery(models.Model):
+    """One channel of one person for one incident. Unique per (incident, person, channel): a retry or a resumed
+    run never sends twice; a resend re-queues the row with the next `round`.
+
+    A sender claims queued rows by setting `claimed_at`; a claim older than SAFETY_CLAIM_STALE_SECONDS is a
+    dead worker's, and is claimed again."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="deliveries")
+    person = models.ForeignKey("directory.User", on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=5, choices=Channel.choices)
+    dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="deliveries")
+    round = models.PositiveIntegerField(default=1)
+    state = models.CharField(max_length=8, choices=DeliveryState.choices, default=DeliveryState.QUEUED)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "person", "channel"], name="delivery_unique"),
+        ]
+        indexes = [models.Index(fields=["dispatch", "state"], name="delivery_dispatch_state")]
+
+    def __str__(self) -> str:
+        return f"{self.incident_id}:{self.person_id}:{self.channel}={self.state}"

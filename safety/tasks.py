@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from safety import services
 from safety.jma.poller import poll_all
 
 
@@ -17,3 +18,28 @@ def jma_poll() -> dict[str, int]:
         "stored": sum(len(r.stored) for r in results),
         "failed": sum(len(r.failed) + bool(r.error) for r in results),
     }
+
+
+@shared_task(acks_late=True)
+def dispatch_run(dispatch_id: int) -> int:
+    """Send one send's deliveries. Idempotent: a second run, or a run after a crash, sends nothing twice."""
+    return services.dispatch_run(dispatch_id=dispatch_id)
+
+
+@shared_task(acks_late=True)
+def incident_admins_notify(incident_id: int) -> int:
+    return services.incident_admins_notify(incident_id=incident_id)
+
+
+@shared_task
+def safety_scan() -> dict[str, int]:
+    """Beat, every SAFETY_SCAN_SECONDS: restart sends whose worker stopped, send due end notices and any
+    administrators' link a crash left unsent. The database is the schedule; nothing waits in the broker."""
+    stalled = services.stalled_dispatch_ids()
+    for dispatch_id in stalled:
+        dispatch_run.delay(dispatch_id)
+    ended = [i for i in services.end_notices_due() if services.end_notice_send(incident_id=i)]
+    unnotified = services.incidents_unnotified()
+    for incident_id in unnotified:
+        incident_admins_notify.delay(incident_id)
+    return {"resumed": len(stalled), "end_notices": len(ended), "notified": len(unnotified)}

@@ -31,6 +31,8 @@ def person(
     must_change_password: bool = False,
     department: Department | None = None,
     talk_available: bool = False,
+    anpi_login_id: str | None = None,
+    region_code: str = "",
 ) -> User:
     n = next(_counter)
     login_id = login_id or f"user{n}"
@@ -45,6 +47,8 @@ def person(
         must_change_password=must_change_password,
         department=department,
         talk_available=talk_available,
+        anpi_login_id=anpi_login_id,
+        region_code=region_code,
     )
     for role in roles:
         RoleAssignment.objects.create(user=user, role=role)

@@ -351,3 +351,18 @@ CELERY_BEAT_SCHEDULE["jma-poll"] = {
     "schedule": float(JMA_POLL_SECONDS),
     "options": {"expires": float(JMA_POLL_SECONDS)},
 }
+
+# --- Safety confirmation (safety/) ----------------------------------------------------------------------
+# How long a signed answer link (in the push and the e-mail) can be used.
+SAFETY_ANSWER_LINK_SECONDS = env_int("SAFETY_ANSWER_LINK_SECONDS", 14 * 24 * 3600, minimum=3600)
+# Deliveries claimed by a sender per round trip (one SMTP connection or one batch of pushes).
+SAFETY_DISPATCH_BATCH = env_int("SAFETY_DISPATCH_BATCH", 200, minimum=1, maximum=5000)
+# A send whose worker has not reported for this long is taken over by the scan (a dead worker's).
+SAFETY_CLAIM_STALE_SECONDS = env_int("SAFETY_CLAIM_STALE_SECONDS", 30, minimum=5)
+# How often beat scans the database for stalled sends and due end notices.
+SAFETY_SCAN_SECONDS = env_int("SAFETY_SCAN_SECONDS", 15, minimum=1)
+CELERY_BEAT_SCHEDULE["safety-scan"] = {
+    "task": "safety.tasks.safety_scan",
+    "schedule": float(SAFETY_SCAN_SECONDS),
+    "options": {"expires": float(SAFETY_SCAN_SECONDS)},
+}

@@ -1,0 +1,26 @@
+"""Safety-confirmation REST endpoints under /<slug>/api/safety/."""
+
+from django.urls import URLPattern, path
+
+from safety import api_safety as api
+
+urlpatterns: list[URLPattern] = [
+    path("templates/", api.TemplatesApi.as_view(), name="api-safety-templates"),
+    path("templates/<int:template_id>/", api.TemplateApi.as_view(), name="api-safety-template"),
+    path("people/", api.PeopleChoiceApi.as_view(), name="api-safety-people"),
+    path("incidents/", api.IncidentsApi.as_view(), name="api-safety-incidents"),
+    path("incidents/<int:incident_id>/", api.IncidentApi.as_view(), name="api-safety-incident"),
+    path("incidents/<int:incident_id>/open/", api.IncidentOpenApi.as_view(), name="api-safety-open"),
+    path("incidents/<int:incident_id>/complete/", api.IncidentCompleteApi.as_view(), name="api-safety-complete"),
+    path("incidents/<int:incident_id>/dispatches/", api.DispatchesApi.as_view(), name="api-safety-dispatches"),
+    path("incidents/<int:incident_id>/results/", api.ResultsApi.as_view(), name="api-safety-results"),
+    path("incidents/<int:incident_id>/results.csv", api.ResultsCsvApi.as_view(), name="api-safety-results-csv"),
+    path(
+        "incidents/<int:incident_id>/people/<int:person_id>/answers/",
+        api.PersonAnswersApi.as_view(),
+        name="api-safety-person-answers",
+    ),
+    path("mine/", api.MyRequestsApi.as_view(), name="api-safety-mine"),
+    path("mine/<int:incident_id>/", api.MyAnswerApi.as_view(), name="api-safety-my-answer"),
+    path("answer/<str:token>/", api.LinkAnswerApi.as_view(), name="api-safety-link-answer"),
+]

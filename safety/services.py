@@ -1,0 +1,807 @@
+"""Writes of the safety confirmation: templates, incidents, sends (dispatches), answers and completion.
+
+The event flow is the house one: a service writes in `transaction.atomic` and registers its events with
+`publish_on_commit`; sending is a Celery task (`safety.tasks.dispatch_run`) queued on commit, which calls
+`dispatch_run` here. Every send is idempotent and resumable: delivery rows are unique per (incident, person,
+channel) and claimed before they are sent, and the `safety_scan` beat task restarts a send whose worker stopped
+reporting, without waiting for the broker's visibility timeout."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from config.errors import ApplicationError
+from consumers.mail import MailInterrupted, MailMessage, mail_send_results
+from consumers.models import PushSubscription
+from consumers.publisher import publish_on_commit, push_request
+from consumers.push import push_outcomes_record
+from consumers.vapid import vapid_keys
+from consumers.webpush import PushMessage, PushTarget, send_batch
+from directory.events import org_group, user_group
+from directory.models import Department, Organization, Role, RoleAssignment, User
+from directory.regions import PREFECTURES
+from directory.selectors import department_subtree_ids
+from safety.events import ANSWER_RECORDED, INCIDENT_CHANGED, AnswerEventData, IncidentEventData
+from safety.models import (
+    Answer,
+    AnswerSource,
+    Channel,
+    Delivery,
+    DeliveryState,
+    Dispatch,
+    Incident,
+    IncidentStatus,
+    MessageTemplate,
+    Recipient,
+)
+from safety.questions import answer_clean, questions_clean
+from safety.selectors import ANSWER_FILTERS, TARGET_MODES, tally_by_department, tally_total, target_people_ids
+from safety.tokens import answer_path, answer_token
+
+logger = logging.getLogger(__name__)
+
+MAX_TITLE = 200
+MAX_MESSAGE = 5000
+MAX_END_NOTICE_ADDRESSES = 20
+MAX_NOTIFY = 50
+PUSH_TTL = 24 * 3600
+
+
+# --- Templates (定型文) -------------------------------------------------------------------------------------
+
+
+def _template_fields(name: str, title: str, body: str) -> tuple[str, str, str]:
+    name, title, body = name.strip(), title.strip(), body.strip()
+    if not name or len(name) > 100:
+        raise ApplicationError(_("A template needs a name (at most 100 characters)."), code="bad_name")
+    if len(title) > MAX_TITLE:
+        raise ApplicationError(_("The title is at most 200 characters."), code="bad_title")
+    if len(body) > MAX_MESSAGE:
+        raise ApplicationError(_("The message is at most 5,000 characters."), code="bad_message")
+    if not title and not body:
+        raise ApplicationError(_("A template needs a title or a message."), code="bad_template")
+    return name, title, body
+
+
+def template_create(*, organization: Organization, name: str, title: str = "", body: str = "") -> MessageTemplate:
+    name, title, body = _template_fields(name, title, body)
+    return MessageTemplate.objects.create(organization=organization, name=name, title=title, body=body)
+
+
+def template_update(*, template: MessageTemplate, name: str, title: str = "", body: str = "") -> MessageTemplate:
+    template.name, template.title, template.body = _template_fields(name, title, body)
+    template.save(update_fields=["name", "title", "body"])
+    return template
+
+
+# --- Incidents ----------------------------------------------------------------------------------------------
+
+
+def _incident_data(incident: Incident, dispatch: Dispatch | None = None) -> IncidentEventData:
+    return {
+        "id": incident.id,
+        "title": incident.title,
+        "status": incident.status,
+        "is_drill": incident.is_drill,
+        "dispatch": dispatch.number if dispatch else None,
+    }
+
+
+def _addresses_clean(addresses: Sequence[str]) -> list[str]:
+    cleaned: list[str] = []
+    for address in addresses:
+        address = str(address).strip()
+        if not address:
+            continue
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ApplicationError(
+                _("Not an e-mail address: %(address)s") % {"address": address[:100]}, code="bad_address"
+            ) from None
+        if address.lower() not in {a.lower() for a in cleaned}:
+            cleaned.append(address)
+    if len(cleaned) > MAX_END_NOTICE_ADDRESSES:
+        raise ApplicationError(
+            _("At most %(n)d end-notice addresses.") % {"n": MAX_END_NOTICE_ADDRESSES}, code="bad_address"
+        )
+    return cleaned
+
+
+def _notify_clean(organization: Organization, user_ids: Sequence[int]) -> list[int]:
+    ids = sorted({int(i) for i in user_ids})
+    if len(ids) > MAX_NOTIFY:
+        raise ApplicationError(_("At most %(n)d people can be notified.") % {"n": MAX_NOTIFY}, code="bad_notify")
+    found = set(User.objects.filter(organization=organization, id__in=ids, is_active=True).values_list("id", flat=True))
+    if found != set(ids):
+        raise ApplicationError(_("Some of the people to notify are not in this organisation."), code="bad_notify")
+    return ids
+
+
+def _incident_fields(organization: Organization, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the fields of an incident form; only the keys present are returned."""
+    out: dict[str, Any] = {}
+    if "title" in fields:
+        title = str(fields["title"] or "").strip()
+        if not title or len(title) > MAX_TITLE:
+            raise ApplicationError(_("A title is required (at most 200 characters)."), code="bad_title")
+        out["title"] = title
+    if "message" in fields:
+        message = str(fields["message"] or "").strip()
+        if not message or len(message) > MAX_MESSAGE:
+            raise ApplicationError(_("A message is required (at most 5,000 characters)."), code="bad_message")
+        out["message"] = message
+    if "tally_start_at" in fields:
+        if not isinstance(fields["tally_start_at"], datetime):
+            raise ApplicationError(_("The tally start date and time is required."), code="bad_tally_start")
+        out["tally_start_at"] = fields["tally_start_at"]
+    if "end_notice_at" in fields:
+        out["end_notice_at"] = fields["end_notice_at"]
+    if "end_notice_addresses" in fields:
+        out["end_notice_addresses"] = _addresses_clean(fields["end_notice_addresses"] or [])
+    if "collect_location" in fields:
+        out["collect_location"] = bool(fields["collect_location"])
+    if "questions" in fields:
+        out["questions"] = questions_clean(fields["questions"])
+    if "notify_user_ids" in fields:
+        out["notify_user_ids"] = _notify_clean(organization, fields["notify_user_ids"] or [])
+    return out
+
+
+def _end_notice_check(incident: Incident) -> None:
+    if incident.end_notice_at and not incident.end_notice_addresses:
+        raise ApplicationError(_("Give at least one address for the end notice."), code="bad_address")
+    if incident.end_notice_at and incident.end_notice_at <= incident.tally_start_at:
+        raise ApplicationError(_("The end notice must come after the tally start."), code="bad_end_notice")
+
+
+@transaction.atomic
+def incident_create(
+    *,
+    organization: Organization,
+    actor: User | None,
+    title: str,
+    message: str,
+    tally_start_at: datetime | None = None,
+    end_notice_at: datetime | None = None,
+    end_notice_addresses: Sequence[str] = (),
+    collect_location: bool = False,
+    questions: Sequence[Mapping[str, Any]] | None = None,
+    notify_user_ids: Sequence[int] = (),
+    is_drill: bool = False,
+) -> Incident:
+    """Register an incident as a draft. `questions` None means the default form; [] means no questions."""
+    from safety.questions import default_questions
+
+    fields = _incident_fields(
+        organization,
+        {
+            "title": title,
+            "message": message,
+            "tally_start_at": tally_start_at or timezone.now(),
+            "end_notice_at": end_notice_at,
+            "end_notice_addresses": end_notice_addresses,
+            "collect_location": collect_location,
+            "questions": default_questions() if questions is None else list(questions),
+            "notify_user_ids": notify_user_ids,
+        },
+    )
+    incident = Incident(organization=organization, created_by=actor, is_drill=is_drill, **fields)
+    _end_notice_check(incident)
+    incident.save()
+    return incident
+
+
+@transaction.atomic
+def incident_update(*, incident: Incident, actor: User, **changes: Any) -> Incident:
+    """Change an incident's fields. A completed incident cannot change; the question form cannot change once
+    anyone has answered (their answers would no longer match it)."""
+    incident = Incident.objects.select_for_update().get(id=incident.id)
+    if incident.status == IncidentStatus.COMPLETED:
+        raise ApplicationError(_("This incident is completed and can no longer change."), code="incident_completed")
+    fields = _incident_fields(incident.organization, changes)
+    if "questions" in fields and fields["questions"] != incident.questions and incident.answers.exists():
+        raise ApplicationError(
+            _("The questions cannot change after people have answered."), code="questions_locked", status=409
+        )
+    if "end_notice_at" in fields and incident.end_notice_sent_at:
+        raise ApplicationError(_("The end notice has already been sent."), code="end_notice_sent", status=409)
+    for name, value in fields.items():
+        setattr(incident, name, value)
+    _end_notice_check(incident)
+    incident.save()
+    if incident.status != IncidentStatus.DRAFT:
+        publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident))
+    return incident
+
+
+def _open(incident: Incident, status: str) -> None:
+    first = incident.opened_at is None
+    incident.status = status
+    if first:
+        incident.opened_at = timezone.now()
+    incident.save(update_fields=["status", "opened_at"])
+    if first:
+        from safety.tasks import incident_admins_notify
+
+        incident_id = incident.id
+        transaction.on_commit(lambda: incident_admins_notify.delay(incident_id), robust=True)
+
+
+@transaction.atomic
+def incident_open(*, incident: Incident, actor: User) -> Incident:
+    """Start accepting answers without sending (people answer in the app); draft → accepting."""
+    incident = Incident.objects.select_for_update().get(id=incident.id)
+    if incident.status != IncidentStatus.DRAFT:
+        raise ApplicationError(_("Only a draft can be opened."), code="not_draft", status=409)
+    _open(incident, IncidentStatus.ACCEPTING)
+    publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident))
+    return incident
+
+
+@transaction.atomic
+def incident_complete(*, incident: Incident, actor: User) -> Incident:
+    """Close answers. Unsent deliveries stay unsent, directory badges clear, pages learn it live."""
+    incident = Incident.objects.select_for_update().get(id=incident.id)
+    if incident.status == IncidentStatus.COMPLETED:
+        return incident
+    incident.status = IncidentStatus.COMPLETED
+    incident.completed_at = timezone.now()
+    incident.completed_by = actor
+    incident.save(update_fields=["status", "completed_at", "completed_by"])
+    Dispatch.objects.filter(incident=incident, finished_at__isnull=True).update(finished_at=incident.completed_at)
+    publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident))
+    return incident
+
+
+# --- Sending ------------------------------------------------------------------------------------------------
+
+
+def target_clean(organization: Organization, raw: Any) -> dict[str, Any]:
+    """Check a send's target: {"mode": "everyone"} | {"mode": "chosen", "person_ids": [...]} | {"mode": "filter",
+    "department_ids", "regions", "roles", "answer"}."""
+    if not isinstance(raw, dict) or raw.get("mode", "everyone") not in TARGET_MODES:
+        raise ApplicationError(_("Choose who to send to."), code="bad_target")
+    mode = raw.get("mode", "everyone")
+    if mode == "everyone":
+        return {"mode": mode}
+
+    def int_list(name: str) -> list[int]:
+        value = raw.get(name) or []
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ApplicationError(_("The target is not valid."), code="bad_target")
+        return sorted(set(value))
+
+    if mode == "chosen":
+        ids = int_list("person_ids")
+        if not ids:
+            raise ApplicationError(_("Choose at least one person."), code="bad_target")
+        if User.objects.filter(organization=organization, id__in=ids).count() != len(ids):
+            raise ApplicationError(_("Some of the chosen people are not in this organisation."), code="bad_target")
+        return {"mode": mode, "person_ids": ids}
+    departments = int_list("department_ids")
+    if Department.objects.filter(organization=organization, id__in=departments).count() != len(departments):
+        raise ApplicationError(_("Some of the departments are not in this organisation."), code="bad_target")
+    regions = raw.get("regions") or []
+    if not isinstance(regions, list) or any(r not in PREFECTURES for r in regions):
+        raise ApplicationError(_("Unknown prefecture code."), code="bad_target")
+    roles = raw.get("roles") or []
+    if not isinstance(roles, list) or any(r not in Role.values for r in roles):
+        raise ApplicationError(_("Unknown role."), code="bad_target")
+    answer = raw.get("answer") or ""
+    if answer and answer not in ANSWER_FILTERS:
+        raise ApplicationError(_("Unknown answer filter."), code="bad_target")
+    return {
+        "mode": mode,
+        "department_ids": departments,
+        "regions": sorted(set(regions)),
+        "roles": sorted(set(roles)),
+        "answer": answer,
+    }
+
+
+def delivery_rows(
+    *, incident: Incident, dispatch: Dispatch, person_ids: Sequence[int], now: datetime
+) -> list[Delivery]:
+    """The delivery rows of a send: push for people with a subscription, e-mail for people with an address,
+    and in-app for everyone. In-app is sent by the same commit (the incident shows on their pages), so it is
+    written as sent."""
+    with_push = set(
+        PushSubscription.objects.filter(user_id__in=person_ids).values_list("user_id", flat=True).distinct()
+    )
+    with_mail = set(
+        User.objects.filter(id__in=person_ids).filter(~Q(email="") | ~Q(email2="")).values_list("id", flat=True)
+    )
+    rows: list[Delivery] = []
+    for person_id in person_ids:
+        if person_id in with_push:
+            rows.append(
+                Delivery(
+                    incident=incident, person_id=person_id, channel=Channel.PUSH, dispatch=dispatch, updated_at=now
+                )
+            )
+        if person_id in with_mail:
+            rows.append(
+                Delivery(
+                    incident=incident, person_id=person_id, channel=Channel.EMAIL, dispatch=dispatch, updated_at=now
+                )
+            )
+        rows.append(
+            Delivery(
+                incident=incident,
+                person_id=person_id,
+                channel=Channel.INAPP,
+                dispatch=dispatch,
+                state=DeliveryState.SENT,
+                sent_at=now,
+                updated_at=now,
+            )
+        )
+    return rows
+
+
+@transaction.atomic
+def dispatch_create(*, incident: Incident, actor: User | None, target: Mapping[str, Any]) -> Dispatch:
+    """Send the incident (or send it again) to the people `target` picks among safety-confirmation users.
+
+    People asked before are re-queued on every channel (the next `round` of their delivery rows); new people get
+    new rows. Everyone is one recipient row of the incident, so answers from any send count once (合算集計).
+    The sending itself runs after commit in `safety.tasks.dispatch_run`."""
+    incident = Incident.objects.select_for_update().get(id=incident.id)
+    if incident.status == IncidentStatus.COMPLETED:
+        raise ApplicationError(_("This incident is completed."), code="incident_completed", status=409)
+    target = target_clean(incident.organization, dict(target))
+    person_ids = target_people_ids(incident=incident, target=target)
+    if not person_ids:
+        raise ApplicationError(
+            _("Nobody matches: only active people with a safety-confirmation ID can be sent to."),
+            code="no_recipients",
+        )
+    now = timezone.now()
+    number = (incident.dispatches.aggregate(n=Max("number"))["n"] or 0) + 1
+    dispatch = Dispatch.objects.create(
+        incident=incident,
+        number=number,
+        target=target,
+        recipients=len(person_ids),
+        created_by=actor,
+        created_at=now,
+    )
+    Recipient.objects.bulk_create(
+        [Recipient(incident=incident, person_id=p, first_dispatch=dispatch, created_at=now) for p in person_ids],
+        ignore_conflicts=True,
+    )
+    rows = delivery_rows(incident=incident, dispatch=dispatch, person_ids=person_ids, now=now)
+    if number == 1:
+        Delivery.objects.bulk_create(rows, batch_size=2000)
+    else:
+        _requeue(incident, dispatch, rows, now)
+    _open(incident, IncidentStatus.SENDING)
+    publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident, dispatch))
+    from safety.tasks import dispatch_run
+
+    dispatch_id = dispatch.id
+    transaction.on_commit(lambda: dispatch_run.delay(dispatch_id), robust=True)
+    return dispatch
+
+
+def _requeue(incident: Incident, dispatch: Dispatch, rows: Sequence[Delivery], now: datetime) -> None:
+    """A resend: rows that exist go back to queued in their next round; the others are created."""
+    existing = set(
+        Delivery.objects.filter(incident=incident, person_id__in={r.person_id for r in rows}).values_list(
+            "person_id", "channel"
+        )
+    )
+    fresh = [r for r in rows if (r.person_id, r.channel) not in existing]
+    again = [r for r in rows if (r.person_id, r.channel) in existing]
+    for channel in Channel.values:
+        people = [r.person_id for r in again if r.channel == channel]
+        if not people:
+            continue
+        sent_now = channel == Channel.INAPP
+        Delivery.objects.filter(incident=incident, channel=channel, person_id__in=people).update(
+            dispatch=dispatch,
+            round=F("round") + 1,
+            state=DeliveryState.SENT if sent_now else DeliveryState.QUEUED,
+            sent_at=now if sent_now else None,
+            claimed_at=None,
+            error="",
+            updated_at=now,
+        )
+    Delivery.objects.bulk_create(fresh, batch_size=2000)
+
+
+def _claim(dispatch: Dispatch, channel: str, limit: int) -> list[Delivery]:
+    """Claim up to `limit` queued rows of this send and channel that no live worker holds."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.SAFETY_CLAIM_STALE_SECONDS)
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(dispatch=dispatch, channel=channel, state=DeliveryState.QUEUED)
+            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale))
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        Delivery.objects.filter(id__in=ids).update(claimed_at=now)
+        Dispatch.objects.filter(id=dispatch.id).update(heartbeat_at=now)
+    return list(Delivery.objects.filter(id__in=ids).select_related("person").order_by("id"))
+
+
+def _mark(rows: Sequence[Delivery], state: str, error: str = "") -> None:
+    if not rows:
+        return
+    now = timezone.now()
+    # An answer that came meanwhile wins: only still-queued rows of this round change.
+    for round_ in {r.round for r in rows}:
+        Delivery.objects.filter(
+            id__in=[r.id for r in rows if r.round == round_], round=round_, state=DeliveryState.QUEUED
+        ).update(
+            state=state,
+            sent_at=now if state == DeliveryState.SENT else None,
+            error=error[:200],
+            claimed_at=None,
+            updated_at=now,
+        )
+
+
+def answer_url(incident: Incident, person_id: int) -> str:
+    token = answer_token(organization_id=incident.organization_id, incident_id=incident.id, person_id=person_id)
+    return answer_path(slug=incident.organization.slug, token=token)
+
+
+def _notification(incident: Incident, person: User) -> dict[str, Any]:
+    prefix = "[訓練] " if incident.is_drill else ""
+    return {
+        "title": f"{prefix}{incident.title}"[:200],
+        "body": incident.message.split("\n", 1)[0][:160],
+        "url": answer_url(incident, person.id),
+        "tag": f"incident-{incident.id}",
+        "kind": "safety",
+        "incident": incident.id,
+        "requireInteraction": True,
+    }
+
+
+def _send_push(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
+    incident = dispatch.incident
+    subscriptions = list(PushSubscription.objects.filter(user_id__in=[r.person_id for r in rows]))
+    by_person: dict[int, list[PushSubscription]] = {}
+    for subscription in subscriptions:
+        by_person.setdefault(subscription.user_id, []).append(subscription)
+    payloads = {r.person_id: _notification(incident, r.person) for r in rows}
+    targets = [
+        PushTarget(id=s.id, endpoint=s.endpoint, p256dh=s.p256dh, auth=s.auth, payload=payloads[s.user_id])
+        for s in subscriptions
+    ]
+    outcomes = []
+    if targets:
+        keys = vapid_keys()
+        outcomes = send_batch(
+            targets,
+            PushMessage(payload={}, ttl=PUSH_TTL, urgency="high", topic=f"incident{incident.id}"),
+            vapid_private_key=keys.private,
+            vapid_subject=settings.VAPID_SUBJECT,
+            concurrency=settings.PUSH_CONCURRENCY,
+        )
+        push_outcomes_record(outcomes)
+    owner = {s.id: s.user_id for s in subscriptions}
+    ok_people = {owner[o.target_id] for o in outcomes if o.ok}
+    errors = {owner[o.target_id]: f"{o.status or ''} {o.error or ''}".strip() for o in outcomes if not o.ok}
+    _mark([r for r in rows if r.person_id in ok_people], DeliveryState.SENT)
+    for row in rows:
+        if row.person_id not in ok_people:
+            _mark([row], DeliveryState.FAILED, errors.get(row.person_id) or "no push subscription")
+
+
+def _mail_text(incident: Incident, person: User) -> tuple[str, str]:
+    link = settings.SITE_URL + answer_url(incident, person.id)
+    prefix = _("[DRILL] ") if incident.is_drill else ""
+    body = "\n".join(
+        [
+            _("%(name)s,") % {"name": person.display_name},
+            "",
+            incident.message,
+            "",
+            _("Answer here (no sign-in needed):"),
+            link,
+            "",
+            _("This link is yours alone; do not forward it."),
+            f"-- {incident.organization.name}",
+        ]
+    )
+    return f"{prefix}{incident.title}", body
+
+
+def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
+    incident = dispatch.incident
+    messages: list[MailMessage] = []
+    sendable: list[Delivery] = []
+    for row in rows:
+        person = row.person
+        to = [a for a in (person.email, person.email2) if a]
+        if not to:
+            _mark([row], DeliveryState.FAILED, "no e-mail address")
+            continue
+        with translation.override(person.language or settings.LANGUAGE_CODE):
+            subject, body = _mail_text(incident, person)
+        messages.append(MailMessage(to=to, subject=subject, body=body, language=person.language))
+        sendable.append(row)
+    try:
+        results = mail_send_results(messages)
+    except MailInterrupted as exc:
+        done = len(sendable) - len(exc.remaining)
+        _mark(sendable[:done], DeliveryState.SENT)
+        # The rest stay claimed; the scan hands them to a worker again once the claim is stale.
+        raise
+    _mark([r for r, error in zip(sendable, results, strict=True) if error is None], DeliveryState.SENT)
+    for row, error in zip(sendable, results, strict=True):
+        if error is not None:
+            _mark([row], DeliveryState.FAILED, error)
+
+
+def dispatch_run(*, dispatch_id: int, batch: int | None = None) -> int:
+    """Send every queued delivery of a send, a batch at a time; safe to run twice at once or again after a crash
+    (rows are claimed; a claim goes stale only when its worker stops). Returns the number of rows it handled."""
+    dispatch = Dispatch.objects.select_related("incident", "incident__organization").filter(id=dispatch_id).first()
+    if dispatch is None or dispatch.finished_at is not None:
+        return 0
+    size = batch or settings.SAFETY_DISPATCH_BATCH
+    handled = 0
+    for channel, send in ((Channel.PUSH, _send_push), (Channel.EMAIL, _send_mail)):
+        while True:
+            if Incident.objects.filter(id=dispatch.incident_id, status=IncidentStatus.COMPLETED).exists():
+                return handled
+            rows = _claim(dispatch, channel, size)
+            if not rows:
+                break
+            try:
+                send(dispatch, rows)
+            except MailInterrupted:
+                logger.warning("mail server unavailable; send %s resumes on the next scan", dispatch_id)
+                return handled
+            handled += len(rows)
+    _dispatch_finish(dispatch)
+    return handled
+
+
+@transaction.atomic
+def _dispatch_finish(dispatch: Dispatch) -> None:
+    incident = Incident.objects.select_for_update().get(id=dispatch.incident_id)
+    if Delivery.objects.filter(dispatch=dispatch, state=DeliveryState.QUEUED).exists():
+        return  # rows held by another worker, or waiting to be retried: the scan comes back
+    now = timezone.now()
+    Dispatch.objects.filter(id=dispatch.id, finished_at__isnull=True).update(finished_at=now, heartbeat_at=now)
+    unfinished = Dispatch.objects.filter(incident=incident, finished_at__isnull=True).exists()
+    if incident.status == IncidentStatus.SENDING and not unfinished:
+        incident.status = IncidentStatus.ACCEPTING
+        incident.save(update_fields=["status"])
+        publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident, dispatch))
+
+
+def stalled_dispatch_ids(*, now: datetime | None = None) -> list[int]:
+    """Sends that are not finished and whose worker has not reported for SAFETY_CLAIM_STALE_SECONDS."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.SAFETY_CLAIM_STALE_SECONDS)
+    return list(
+        Dispatch.objects.filter(finished_at__isnull=True)
+        .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, created_at__lt=stale))
+        .values_list("id", flat=True)
+    )
+
+
+# --- Answers ------------------------------------------------------------------------------------------------
+
+
+def _location(incident: Incident, location: Mapping[str, Any] | None) -> tuple[float | None, ...]:
+    if not incident.collect_location or not isinstance(location, Mapping):
+        return (None, None, None)
+    try:
+        lat, lng = float(location["latitude"]), float(location["longitude"])
+        accuracy = float(location["accuracy"]) if location.get("accuracy") is not None else None
+    except (KeyError, TypeError, ValueError):
+        raise ApplicationError(_("The location is not valid."), code="bad_location") from None
+    if not (-90 <= lat <= 90 and -180 <= lng <= 180) or (accuracy is not None and not 0 <= accuracy < 1e7):
+        raise ApplicationError(_("The location is not valid."), code="bad_location")
+    return (lat, lng, accuracy)
+
+
+@transaction.atomic
+def answer_submit(
+    *,
+    incident_id: int,
+    person: User,
+    values: Any,
+    source: str,
+    location: Mapping[str, Any] | None = None,
+    entered_by: User | None = None,
+    proxy_note: str = "",
+) -> Answer:
+    """Record the person's answer as their current one, keeping every earlier answer as history; their deliveries
+    show "answered". Only people the incident asked can answer, and only while it is open. The caller's HTTP 200
+    comes after this commits, so an answer acknowledged is an answer kept."""
+    recipient = (
+        Recipient.objects.select_for_update(of=("self",))
+        .select_related("incident")
+        .filter(incident_id=incident_id, person=person)
+        .first()
+    )
+    if recipient is None:
+        raise ApplicationError(_("You were not asked to answer this."), code="not_asked", status=403)
+    incident = recipient.incident
+    if not incident.is_open:
+        raise ApplicationError(_("Answers to this incident are closed."), code="incident_closed", status=409)
+    clean = answer_clean(incident.questions, values)
+    latitude, longitude, accuracy = _location(incident, location)
+    now = timezone.now()
+    answer = Answer.objects.create(
+        incident=incident,
+        person=person,
+        values=clean.values,
+        status=clean.status,
+        needs_help=clean.needs_help,
+        latitude=latitude,
+        longitude=longitude,
+        accuracy=accuracy,
+        source=source,
+        entered_by=entered_by,
+        proxy_note=proxy_note.strip()[:200],
+        created_at=now,
+    )
+    Recipient.objects.filter(id=recipient.id).update(
+        status=clean.status,
+        needs_help=clean.needs_help,
+        answer=answer,
+        answer_count=F("answer_count") + 1,
+        answered_at=now,
+        first_answered_at=recipient.first_answered_at or now,
+    )
+    Delivery.objects.filter(incident=incident, person=person).exclude(state=DeliveryState.ANSWERED).update(
+        state=DeliveryState.ANSWERED, updated_at=now, claimed_at=None
+    )
+    data: AnswerEventData = {
+        "incident_id": incident.id,
+        "status": clean.status,
+        "needs_help": clean.needs_help,
+        "answered_at": now.isoformat(),
+        "source": source,
+    }
+    publish_on_commit(user_group(person.id), ANSWER_RECORDED, data)
+    return answer
+
+
+def proxy_answer_submit(
+    *, incident: Incident, actor: User, person: User, values: Any, note: str = "", scope: set[int] | None
+) -> Answer:
+    """A manager enters the answer of someone they reached (by phone, in person). Only for people in the
+    manager's scope; the answer records who entered it and how."""
+    if scope is not None and person.department_id not in scope:
+        raise ApplicationError(_("That person is outside your departments."), code="out_of_scope", status=403)
+    if not note.strip():
+        raise ApplicationError(_("Say how you reached them (for example, by phone)."), code="bad_note")
+    return answer_submit(
+        incident_id=incident.id,
+        person=person,
+        values=values,
+        source=AnswerSource.PROXY,
+        entered_by=actor,
+        proxy_note=note,
+    )
+
+
+# --- Notices that go out later: administrators' link, the end notice -----------------------------------------
+
+
+def incident_admins_notify(*, incident_id: int) -> int:
+    """Send the incident's admin link to the chosen administrators, and to department managers whose subtree has
+    someone the incident asked. Once per incident (claimed by `notified_at`). Returns how many people."""
+    from consumers.tasks import mail_send
+
+    now = timezone.now()
+    if not Incident.objects.filter(id=incident_id, notified_at__isnull=True).update(notified_at=now):
+        return 0
+    incident = Incident.objects.select_related("organization").get(id=incident_id)
+    people = set(incident.notify_user_ids)
+    asked_departments = set(
+        Recipient.objects.filter(incident=incident).values_list("person__department_id", flat=True).distinct()
+    )
+    managers = User.objects.filter(
+        organization_id=incident.organization_id,
+        is_active=True,
+        department__isnull=False,
+        id__in=RoleAssignment.objects.filter(role=Role.DEPARTMENT_MANAGER).values("user_id"),
+    ).select_related("department")
+    for manager in managers:
+        if department_subtree_ids(department=manager.department) & asked_departments:  # type: ignore[arg-type]
+            people.add(manager.id)
+    recipients = list(User.objects.filter(id__in=people, is_active=True))
+    if not recipients:
+        return 0
+    path = f"/{incident.organization.slug}/safety/incidents/{incident.id}/"
+    messages = []
+    for person in recipients:
+        with translation.override(person.language or settings.LANGUAGE_CODE):
+            subject = _("Safety check opened: %(title)s") % {"title": incident.title}
+            body = "\n".join([incident.message, "", _("Follow the answers here:"), settings.SITE_URL + path])
+        to = [a for a in (person.email,) if a]
+        if to:
+            messages.append(MailMessage(to=to, subject=subject, body=body, language=person.language).as_dict())
+    with transaction.atomic():
+        publish_on_commit(
+            org_group(incident.organization_id),
+            INCIDENT_CHANGED,
+            _incident_data(incident),
+            push=push_request(
+                [p.id for p in recipients],
+                title=incident.title,
+                body=_("Safety check opened"),
+                url=path,
+                tag=f"incident-admin-{incident.id}",
+                urgency="high",
+            ),
+        )
+        if messages:
+            transaction.on_commit(lambda: mail_send.delay(messages), robust=True)
+    return len(recipients)
+
+
+def end_notice_send(*, incident_id: int) -> bool:
+    """Send the end-notice e-mail with the final counts, once (claimed by `end_notice_sent_at`)."""
+    now = timezone.now()
+    claimed = Incident.objects.filter(id=incident_id, end_notice_sent_at__isnull=True, end_notice_at__lte=now).update(
+        end_notice_sent_at=now
+    )
+    if not claimed:
+        return False
+    incident = Incident.objects.select_related("organization").get(id=incident_id)
+    overall = tally_total(tally_by_department(incident=incident))
+    with translation.override(settings.LANGUAGE_CODE):
+        lines = [
+            _("Safety check: %(title)s") % {"title": incident.title},
+            _("Asked: %(n)d") % {"n": overall.total},
+            _("Answered: %(n)d (%(rate).0f%%)") % {"n": overall.answered, "rate": overall.rate * 100},
+            _("Safe: %(n)d") % {"n": overall.counts["safe"]},
+            _("Minor injury: %(n)d") % {"n": overall.counts["minor"]},
+            _("Serious injury: %(n)d") % {"n": overall.counts["serious"]},
+            _("Needs help: %(n)d") % {"n": overall.needs_help},
+            _("No answer: %(n)d") % {"n": overall.counts["none"]},
+            "",
+            settings.SITE_URL + f"/{incident.organization.slug}/safety/incidents/{incident.id}/",
+        ]
+        subject = _("End of the safety check: %(title)s") % {"title": incident.title}
+    message = MailMessage(to=list(incident.end_notice_addresses), subject=subject, body="\n".join(lines))
+    try:
+        mail_send_results([message])
+    except MailInterrupted:
+        Incident.objects.filter(id=incident_id).update(end_notice_sent_at=None)  # the next scan tries again
+        return False
+    return True
+
+
+def end_notices_due(*, now: datetime | None = None) -> list[int]:
+    now = now or timezone.now()
+    return list(
+        Incident.objects.filter(end_notice_at__lte=now, end_notice_sent_at__isnull=True)
+        .exclude(end_notice_addresses=[])
+        .values_list("id", flat=True)
+    )
+
+
+def incidents_unnotified(*, now: datetime | None = None) -> list[int]:
+    """Opened incidents whose administrators' link was never claimed (the process died before queueing it)."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.SAFETY_CLAIM_STALE_SECONDS)
+    return list(Incident.objects.filter(opened_at__lt=stale, notified_at__isnull=True).values_list("id", flat=True))
