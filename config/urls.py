@@ -3,7 +3,7 @@ from django.urls import URLPattern, URLResolver, include, path
 
 from consumers.api import PushSubscriptionApi
 from directory import api as directory_api
-from frontend import disaster_views, views
+from frontend import answer_views, disaster_views, views
 
 slug = "<str:slug>"
 
@@ -45,6 +45,10 @@ urlpatterns = [
     path(f"{slug}/directory/", include("frontend.directory_urls")),
     path(f"{slug}/disaster/", disaster_views.disaster_page, name="disaster"),
     path(f"{slug}/talk/", include("frontend.talk_urls")),
+    # Safety confirmation: the administrators' pages, and the person's own requests and answer pages.
+    path(f"{slug}/safety/", include("frontend.safety_urls")),
+    path(f"{slug}/safety/", include("frontend.answer_urls")),
+    path(f"{slug}/answer/<str:token>/", answer_views.link_answer_page, name="safety-link-answer"),
     path(f"{slug}/", include("directory.onboarding_urls")),
 ]
 

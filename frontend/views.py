@@ -30,6 +30,7 @@ from directory.models import Organization, Role
 from directory.permissions import sudo_mode_active, sudo_mode_start
 from directory.selectors import licence_usage, notice_list, organization_get, password_reset_user_exists
 from safety.events import can_read_reports
+from safety.selectors import can_view_results
 
 PageView = Callable[..., HttpResponseBase]
 
@@ -64,6 +65,7 @@ def _page(request: HttpRequest, template: str, organization: Organization | None
         person = request_person(request)
         context.setdefault("is_system_admin", person.has_role(Role.SYSTEM_ADMIN))
         context.setdefault("reads_disaster_info", can_read_reports(person))
+        context.setdefault("views_safety_results", can_view_results(person))
         context.setdefault("uses_talk", person.talk_available)
         context.setdefault("is_talk_admin", person.has_role(Role.ADMIN_GOTALK))
         if not person.must_change_password:  # the live stream opens once they have chosen a password
