@@ -50,6 +50,9 @@ self.addEventListener("push", (event) => {
   event.waitUntil(self.registration.showNotification(data.title || "Tsunagu", {
     body: data.body || "",
     tag: data.tag || undefined,
+    // A safety request stays on screen until tapped, and a resend alerts again under the same tag.
+    requireInteraction: Boolean(data.requireInteraction),
+    renotify: Boolean(data.tag && data.kind === "safety"),
     data: { url: data.url || "/" },
     icon: "{{ shell.2|escapejs }}",
   }));
