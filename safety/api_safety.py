@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ from safety.selectors import ResultFilter, ResultRow, access_incident, access_re
 from safety.tokens import answer_token_read
 
 ANSWER_RATE_PER_MINUTE = 30
+_NUMBER_RE = re.compile(r"^-?\d+(\.\d+)?$")
 
 
 class ManagesIncidents(BasePermission):
@@ -270,7 +272,7 @@ class IncidentsApi(OrgAPIView):
 
     def get(self, request: Request, slug: str) -> Response:
         rows = []
-        for incident in selectors.incident_list(organization=self.organization):
+        for incident in selectors.incident_list(organization=self.organization, scope=result_scope(self.person)):
             data = incident_data(incident, slug=slug)
             data["recipients"] = incident.recipients_count  # type: ignore[attr-defined]
             data["answered"] = incident.answered_count  # type: ignore[attr-defined]
@@ -298,6 +300,10 @@ class IncidentApi(OrgAPIView):
         data["tally"] = tally_data(selectors.tally_by_department(incident=incident, scope=scope))
         data["deliveries"] = selectors.delivery_counts(incident=incident, scope=scope)
         data["dispatches"] = [dispatch_data(d) for d in incident.dispatches.select_related("created_by")]
+        if scope is not None:  # a department manager: who else was chosen, and how many, is not theirs to see
+            for row in data["dispatches"]:
+                row["target"] = {"mode": row["target"].get("mode", "everyone")}
+                row["recipients"] = None
         data["can_manage"] = selectors.can_manage_incidents(self.person)
         return Response(data)
 
@@ -434,7 +440,8 @@ def results_csv(incident: Incident, rows: Sequence[ResultRow], history: dict[int
             else "",
             past,
         ]
-        writer.writerow([excel_safe(str(c)) for c in cells])
+        # Coordinates are numbers we formatted ("-33.9" is not a formula); every other cell is guarded.
+        writer.writerow([c if _NUMBER_RE.match(c) else excel_safe(c) for c in map(str, cells)])
     return out.getvalue()
 
 

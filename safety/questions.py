@@ -211,14 +211,14 @@ def answer_clean(questions: Sequence[Mapping[str, Any]], raw: Any) -> CleanAnswe
         elif question["kind"] == "single":
             if value in (None, ""):
                 value = None
-            elif value not in keys:
+            elif not isinstance(value, str) or value not in keys:
                 raise ApplicationError(_("That is not one of the choices: %(q)s") % {"q": name}, code="bad_answer")
             if value is not None:
                 values[key] = value
         else:
             if value in (None, ""):
                 value = []
-            if not isinstance(value, list) or any(v not in keys for v in value):
+            if not isinstance(value, list) or any(not isinstance(v, str) or v not in keys for v in value):
                 raise ApplicationError(_("That is not one of the choices: %(q)s") % {"q": name}, code="bad_answer")
             if value:
                 values[key] = sorted(set(value), key=[c["key"] for c in question["choices"]].index)

@@ -71,11 +71,13 @@ def template_search(*, organization: Organization, query: str = "", limit: int =
     return list(templates[:limit])
 
 
-def incident_list(*, organization: Organization, limit: int = 100) -> list[Incident]:
+def incident_list(*, organization: Organization, scope: set[int] | None = None, limit: int = 100) -> list[Incident]:
+    """The organisation's incidents, newest first, with how many people were asked and answered (within `scope`)."""
+    asked = Q() if scope is None else Q(recipients__person__department_id__in=scope)
     return list(
         Incident.objects.filter(organization=organization).annotate(
-            recipients_count=Count("recipients", distinct=True),
-            answered_count=Count("recipients", filter=~Q(recipients__status=""), distinct=True),
+            recipients_count=Count("recipients", filter=asked, distinct=True),
+            answered_count=Count("recipients", filter=asked & ~Q(recipients__status=""), distinct=True),
         )[:limit]
     )
 

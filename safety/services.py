@@ -361,7 +361,7 @@ def dispatch_create(*, incident: Incident, actor: User | None, target: Mapping[s
     incident = Incident.objects.select_for_update().get(id=incident.id)
     if incident.status == IncidentStatus.COMPLETED:
         raise ApplicationError(_("This incident is completed."), code="incident_completed", status=409)
-    target = target_clean(incident.organization, dict(target))
+    target = target_clean(incident.organization, dict(target) if isinstance(target, Mapping) else target)
     person_ids = target_people_ids(incident=incident, target=target)
     if not person_ids:
         raise ApplicationError(
@@ -369,6 +369,7 @@ def dispatch_create(*, incident: Incident, actor: User | None, target: Mapping[s
             code="no_recipients",
         )
     now = timezone.now()
+    opened_before = incident.opened_at is not None
     number = (incident.dispatches.aggregate(n=Max("number"))["n"] or 0) + 1
     dispatch = Dispatch.objects.create(
         incident=incident,
@@ -389,10 +390,13 @@ def dispatch_create(*, incident: Incident, actor: User | None, target: Mapping[s
         _requeue(incident, dispatch, rows, now)
     _open(incident, IncidentStatus.SENDING)
     publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident, dispatch))
-    from safety.tasks import dispatch_run
+    from safety.tasks import dispatch_run, incident_admins_notify
 
-    dispatch_id = dispatch.id
+    dispatch_id, incident_id = dispatch.id, incident.id
     transaction.on_commit(lambda: dispatch_run.delay(dispatch_id), robust=True)
+    if opened_before:
+        # Opening told the administrators; managers of departments this send reaches for the first time learn now.
+        transaction.on_commit(lambda: incident_admins_notify.delay(incident_id, dispatch_id), robust=True)
     return dispatch
 
 
@@ -468,7 +472,8 @@ def _notification(incident: Incident, person: User) -> dict[str, Any]:
     return {
         "title": f"{prefix}{incident.title}"[:200],
         "body": incident.message.split("\n", 1)[0][:160],
-        "url": answer_url(incident, person.id),
+        # ?via=push: the answer page records that the answer came from the notification.
+        "url": answer_url(incident, person.id) + "?via=push",
         "tag": f"incident-{incident.id}",
         "kind": "safety",
         "incident": incident.id,
@@ -500,10 +505,13 @@ def _send_push(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
         push_outcomes_record(outcomes)
     owner = {s.id: s.user_id for s in subscriptions}
     ok_people = {owner[o.target_id] for o in outcomes if o.ok}
+    # Asked to slow down (429): the row stays queued and claimed, so the scan sends it again once the claim is
+    # stale (SAFETY_CLAIM_STALE_SECONDS, well past a usual Retry-After) instead of giving the person up.
+    later = {owner[o.target_id] for o in outcomes if o.status == 429} - ok_people
     errors = {owner[o.target_id]: f"{o.status or ''} {o.error or ''}".strip() for o in outcomes if not o.ok}
     _mark([r for r in rows if r.person_id in ok_people], DeliveryState.SENT)
     for row in rows:
-        if row.person_id not in ok_people:
+        if row.person_id not in ok_people and row.person_id not in later:
             _mark([row], DeliveryState.FAILED, errors.get(row.person_id) or "no push subscription")
 
 
@@ -705,19 +713,28 @@ def proxy_answer_submit(
 # --- Notices that go out later: administrators' link, the end notice -----------------------------------------
 
 
-def incident_admins_notify(*, incident_id: int) -> int:
+def incident_admins_notify(*, incident_id: int, dispatch_id: int | None = None) -> int:
     """Send the incident's admin link to the chosen administrators, and to department managers whose subtree has
-    someone the incident asked. Once per incident (claimed by `notified_at`). Returns how many people."""
+    someone the incident asked. Once per incident (claimed by `notified_at`); after that, a later send
+    (`dispatch_id`) tells only the department managers whose subtree it reaches for the first time. Returns how
+    many people."""
     from consumers.tasks import mail_send
 
     now = timezone.now()
-    if not Incident.objects.filter(id=incident_id, notified_at__isnull=True).update(notified_at=now):
+    if dispatch_id is None and not Incident.objects.filter(id=incident_id, notified_at__isnull=True).update(
+        notified_at=now
+    ):
         return 0
     incident = Incident.objects.select_related("organization").get(id=incident_id)
-    people = set(incident.notify_user_ids)
-    asked_departments = set(
-        Recipient.objects.filter(incident=incident).values_list("person__department_id", flat=True).distinct()
-    )
+    people = set(incident.notify_user_ids) if dispatch_id is None else set()
+    asked = Recipient.objects.filter(incident=incident)
+    told_departments: set[int | None] = set()
+    if dispatch_id is not None:
+        told_departments = set(
+            asked.filter(first_dispatch_id__lt=dispatch_id).values_list("person__department_id", flat=True).distinct()
+        )
+        asked = asked.filter(first_dispatch_id=dispatch_id)
+    asked_departments = set(asked.values_list("person__department_id", flat=True).distinct())
     managers = User.objects.filter(
         organization_id=incident.organization_id,
         is_active=True,
@@ -725,7 +742,8 @@ def incident_admins_notify(*, incident_id: int) -> int:
         id__in=RoleAssignment.objects.filter(role=Role.DEPARTMENT_MANAGER).values("user_id"),
     ).select_related("department")
     for manager in managers:
-        if department_subtree_ids(department=manager.department) & asked_departments:  # type: ignore[arg-type]
+        subtree = department_subtree_ids(department=manager.department)  # type: ignore[arg-type]
+        if subtree & asked_departments and not subtree & told_departments:
             people.add(manager.id)
     recipients = list(User.objects.filter(id__in=people, is_active=True))
     if not recipients:

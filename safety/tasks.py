@@ -27,8 +27,8 @@ def dispatch_run(dispatch_id: int) -> int:
 
 
 @shared_task(acks_late=True)
-def incident_admins_notify(incident_id: int) -> int:
-    return services.incident_admins_notify(incident_id=incident_id)
+def incident_admins_notify(incident_id: int, dispatch_id: int | None = None) -> int:
+    return services.incident_admins_notify(incident_id=incident_id, dispatch_id=dispatch_id)
 
 
 @shared_task
