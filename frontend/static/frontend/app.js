@@ -178,6 +178,135 @@ onEvent("snapshot:org", (frame) => {
   for (const n of [...frame.data.notices].reverse()) addNotice(n);
 });
 
+// --- Safety checks waiting for the person's answer ---------------------------------------------------
+// A banner on every signed-in page while an open safety check has no answer from this person, and the list on
+// the home page. Loaded at page start from the REST API, and again when the organisation stream says an
+// incident changed (after a random 0–3 s, so thousands of phones do not ask in the same instant) or the person's
+// own stream says they answered. The texts are here because this script runs on every page; the answer page
+// itself gets its texts from the server.
+const SAFETY_TEXTS = {
+  ja: { check: "安否確認：%s", answer_now: "今すぐ回答", change: "回答を変更", drill: "訓練", none: "未回答",
+    answered: "回答済み", waiting: "回答を待っている安否確認" },
+  en: { check: "Safety check: %s", answer_now: "Answer now", change: "Change answer", drill: "DRILL", none: "No answer yet",
+    answered: "Answered", waiting: "Safety checks waiting for your answer" },
+};
+const ST = SAFETY_TEXTS[document.documentElement.lang] || SAFETY_TEXTS.ja;
+const SAFETY_ICONS = { safe: "✓", minor: "▲", serious: "✚", answered: "✓" };
+let safetyLoads = 0;
+let safetyStyle = null;
+
+function safetyStylesheet() {
+  // The banner's styles live with the answer page's (answer.css); load them once, before the banner shows.
+  if (!safetyStyle) {
+    const href = new URL("./answer.css", import.meta.url).href;
+    if ([...document.styleSheets].some((s) => s.href === href)) safetyStyle = Promise.resolve();
+    else {
+      const link = Object.assign(document.createElement("link"), { rel: "stylesheet", href });
+      safetyStyle = new Promise((resolve) => { link.onload = link.onerror = resolve; });
+      document.head.append(link);
+    }
+  }
+  return safetyStyle;
+}
+
+function safetyAnswerText(request) {
+  const answer = request.answer;
+  if (!answer) return null;
+  const choice = request.questions.find((q) => q.key === "safety")?.choices.find((c) => c.key === answer.values.safety);
+  const time = new Date(answer.created_at).toLocaleTimeString(document.documentElement.lang, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  return `${choice ? choice.label : ST.answered} ${time}`;
+}
+
+function safetyNode(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function safetyTitle(request) {
+  return `${request.incident.is_drill ? `[${ST.drill}] ` : ""}${request.incident.title}`;
+}
+
+function renderSafetyBanner(requests) {
+  let banner = document.getElementById("safety-banner");
+  // Not on the page that answers it, nor on the list of them.
+  const here = Number(document.getElementById("answer")?.dataset.incident || 0);
+  const waiting = document.getElementById("my-requests") ? [] : requests.filter((r) => !r.answer && r.incident.id !== here);
+  if (!waiting.length) { if (banner) banner.hidden = true; return; }
+  if (!banner) {
+    banner = safetyNode("div", "safety-banner");
+    banner.id = "safety-banner";
+    banner.setAttribute("role", "region");
+    banner.setAttribute("aria-label", ST.waiting);
+    banner.setAttribute("aria-live", "polite");
+    document.querySelector("main")?.before(banner);
+  }
+  const list = safetyNode("ul");
+  for (const request of waiting.slice(0, 3)) {
+    const link = safetyNode("a");
+    link.href = request.url;
+    link.dataset.incident = request.incident.id;
+    const icon = safetyNode("span", "safety-banner-icon", "!");
+    icon.setAttribute("aria-hidden", "true");
+    link.append(icon, safetyNode("span", "safety-banner-text", ST.check.replace("%s", () => safetyTitle(request))),
+      safetyNode("span", "safety-banner-go", `${ST.answer_now} ›`));
+    const item = safetyNode("li");
+    item.append(link);
+    list.append(item);
+  }
+  banner.replaceChildren(list);
+  banner.hidden = false;
+}
+
+function renderHomeRequests(requests) {
+  const section = document.getElementById("safety-requests");
+  if (!section) return;
+  const list = document.getElementById("safety-request-list");
+  list.replaceChildren(...requests.map((request) => {
+    const item = safetyNode("li");
+    item.dataset.incident = request.incident.id;
+    const state = safetyNode("span", "home-request-state");
+    const status = request.answer ? (SAFETY_ICONS[request.answer.status] ? request.answer.status : "answered") : "none";
+    const icon = safetyNode("span", `answer-status-icon answer-status-${status}`, SAFETY_ICONS[status] || "?");
+    icon.setAttribute("aria-hidden", "true");
+    state.append(icon, safetyNode("span", "", safetyAnswerText(request) || ST.none));
+    const go = safetyNode("a", request.answer ? "button" : "button primary", request.answer ? ST.change : ST.answer_now);
+    go.href = request.url;
+    item.append(safetyNode("span", "home-request-title", safetyTitle(request)), state, go);
+    return item;
+  }));
+  section.hidden = requests.length === 0;
+}
+
+async function loadSafetyRequests() {
+  const load = ++safetyLoads;
+  let requests;
+  try { requests = await api("safety/mine/"); } catch { return; }
+  if (load !== safetyLoads || !Array.isArray(requests)) return;  // a later load has answered already
+  if (requests.length) await safetyStylesheet();
+  renderSafetyBanner(requests);
+  renderHomeRequests(requests);
+}
+
+function loadSafetyRequestsSoon(spread) {
+  setTimeout(loadSafetyRequests, spread ? Math.random() * 3000 : 0);
+}
+
+if (body.dataset.streams) {
+  onEvent("safety.incident", () => loadSafetyRequestsSoon(true));
+  onEvent("safety.answered", (frame) => {
+    document.querySelectorAll(`#safety-banner a[data-incident="${Number(frame.data?.incident_id)}"]`).forEach((a) => a.closest("li").remove());
+    const banner = document.getElementById("safety-banner");
+    if (banner && !banner.querySelector("li")) banner.hidden = true;
+    loadSafetyRequestsSoon(false);
+  });
+  // A snapshot after the first means the page missed events while away: ask again.
+  let snapshots = 0;
+  onEvent("snapshot:org", () => { if (snapshots++ > 0) loadSafetyRequestsSoon(true); });
+  loadSafetyRequests();
+}
+
 // --- Service worker and push -------------------------------------------------------------------------
 function b64ToBytes(b64) {
   const s = atob(b64.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (b64.length % 4)) % 4));

@@ -34,7 +34,11 @@ self.addEventListener("fetch", (event) => {
     // Pages: always the network (they are personal), the cached page only when offline.
     event.respondWith(
       fetch(event.request).then((res) => {
-        if (res.ok) { const copy = res.clone(); caches.open(PAGES).then((c) => c.put(event.request, copy)); }
+        // A signed answer link is never kept: its address is the credential (the page is sent no-store).
+        if (res.ok && !/^\/[^/]+\/answer\//.test(url.pathname)) {
+          const copy = res.clone();
+          caches.open(PAGES).then((c) => c.put(event.request, copy));
+        }
         return res;
       }).catch(() => caches.open(PAGES).then((c) => c.match(event.request)).then((hit) => hit || new Response(
         "<!doctype html><meta charset=utf-8><title>Offline</title><p>オフラインです / You are offline.</p>",
@@ -62,7 +66,9 @@ self.addEventListener("notificationclick", (event) => {
   event.notification.close();
   const url = (event.notification.data && event.notification.data.url) || "/";
   event.waitUntil(self.clients.matchAll({ type: "window" }).then((windows) => {
-    for (const w of windows) if (new URL(w.url).pathname === url) return w.focus();
+    // The notification's URL carries ?via=push: compare paths, or an open answer page is never reused.
+    const path = new URL(url, self.location.origin).pathname;
+    for (const w of windows) if (new URL(w.url).pathname === path) return w.focus();
     return self.clients.openWindow(url);
   }));
 });

@@ -1,0 +1,220 @@
+// The answer page, from the signed link (no sign-in) or in the app. One tap on a safety button sends the answer
+// at once; the other questions and the comment go with "Send". Location is asked for only when the incident
+// collects it, and only taken when the person taps "Share my location". Answers go to the REST API as JSON
+// (#answer-data says where, how and the texts, translated by the server); without JavaScript the same page is a
+// plain form that posts back to the page.
+import { onEvent } from "./app.js";
+
+const root = document.getElementById("answer");
+const D = readJson("answer-data");
+const T = D.texts || {};
+const form = document.getElementById("answer-form");
+const alertBox = document.getElementById("answer-alert");
+const sentBox = document.getElementById("answer-sent");
+const currentBox = document.getElementById("answer-current");
+const sendState = document.getElementById("send-state");
+const lang = document.documentElement.lang || "ja";
+let state = D.request;          // the request as the API last answered it
+let position = null;            // {latitude, longitude, accuracy} once the person chose to share it
+let lastClicked = null;         // the submit button, for browsers without SubmitEvent.submitter
+let busy = false;
+
+function readJson(id) {
+  const node = document.getElementById(id);
+  try { return node ? JSON.parse(node.textContent) : {}; } catch { return {}; }
+}
+
+// "%(time)s" with {time: "10:02"} → "10:02"
+function fmt(template, values = {}) {
+  return String(template ?? "").replace(/%\((\w+)\)[sd]/g, (_, key) => String(values[key] ?? ""));
+}
+
+function when(iso) {
+  const d = new Date(iso);
+  const time = d.toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  return d.toDateString() === new Date().toDateString() ? time : `${d.toLocaleDateString(lang)} ${time}`;
+}
+
+function csrfToken() {
+  const m = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+function safetyQuestion() {
+  return state.questions.find((q) => q.key === "safety" && q.kind === "single");
+}
+
+// The current answer in words: "You answered 無事 at 10:02. You can change it." (or without the word, for a
+// form without the safety question).
+function answerText(answer) {
+  const choice = safetyQuestion()?.choices.find((c) => c.key === answer.values.safety);
+  const time = when(answer.created_at);
+  return choice ? fmt(T.current, { answer: choice.label, time }) : fmt(T.current_plain, { time });
+}
+
+function showAlert(message) {
+  alertBox.textContent = message;
+  alertBox.hidden = !message;
+  if (message) sentBox.hidden = true;
+}
+
+function showSendState(message, kind) {
+  if (!sendState) return;
+  sendState.textContent = message;
+  sendState.className = `answer-send-state${kind ? ` is-${kind}` : ""}`;
+}
+
+function errorText(err) {
+  if (!err || !err.status) return T.network;
+  return err.body?.message || fmt(T.failed, { message: err.message });
+}
+
+// --- Showing the request as the server has it ------------------------------------------------------------
+function render() {
+  const answer = state.answer;
+  const current = answer?.values?.safety || "";
+  for (const button of form.querySelectorAll('button[name="safety"]')) {
+    button.setAttribute("aria-pressed", String(button.value === current));
+  }
+  if (form.elements.safety_current) form.elements.safety_current.value = current;
+  if (answer && currentBox) {
+    const status = D.icons[answer.status] ? answer.status : "answered";
+    const icon = document.createElement("span");
+    icon.className = `answer-status-icon answer-status-${status}`;
+    icon.setAttribute("aria-hidden", "true");
+    icon.textContent = D.icons[status];
+    const text = document.createElement("span");
+    text.textContent = answerText(answer);
+    currentBox.replaceChildren(icon, text);
+    currentBox.hidden = false;
+  }
+}
+
+// --- Sending --------------------------------------------------------------------------------------------
+function values(submitter) {
+  const data = new FormData(form);
+  const out = {};
+  for (const q of state.questions) {
+    if (q.kind === "multiple") {
+      const picked = data.getAll(q.key);
+      if (picked.length) out[q.key] = picked;
+    } else {
+      const value = data.get(q.key);
+      if (typeof value === "string" && value.trim()) out[q.key] = value;
+    }
+  }
+  // The safety buttons are the form's submit buttons: the one tapped, else the answer already given.
+  if (submitter && submitter.name === "safety") out.safety = submitter.value;
+  else if (state.answer?.values?.safety) out.safety = state.answer.values.safety;
+  return out;
+}
+
+function setBusy(on, submitter) {
+  busy = on;
+  for (const button of form.querySelectorAll('button[type="submit"]')) button.disabled = on;
+  if (submitter) submitter.setAttribute("aria-busy", String(on));
+  if (on && submitter && submitter.name === "safety") {
+    // Show the tap at once; the server's answer confirms it (or the old answer comes back on an error).
+    for (const button of form.querySelectorAll('button[name="safety"]')) {
+      button.setAttribute("aria-pressed", String(button === submitter));
+    }
+  }
+}
+
+async function submit(submitter) {
+  if (busy) return;
+  const body = { values: values(submitter), via: D.via };
+  if (position) body.location = position;
+  setBusy(true, submitter);
+  showAlert("");
+  sentBox.hidden = true;
+  showSendState(submitter?.name === "safety" ? "" : T.sending);
+  try {
+    const headers = { "Content-Type": "application/json" };
+    if (D.csrf) headers["X-CSRFToken"] = csrfToken();
+    const response = await fetch(D.endpoint, {
+      method: "POST",
+      // The signed link is the credential; no cookie of whoever is signed in on this browser goes with it.
+      credentials: D.csrf ? "same-origin" : "omit",
+      headers,
+      body: JSON.stringify(body),
+    });
+    const json = await response.json().catch(() => ({}));
+    if (!response.ok) throw Object.assign(new Error(json.message || response.statusText), { status: response.status, body: json });
+    state = json;
+    render();
+    const sent = fmt(T.sent, { time: when(state.answer.created_at) });
+    sentBox.textContent = sent;
+    sentBox.hidden = false;
+    // "Send" is at the bottom of a long form: say it there too. A safety button is next to the box above.
+    showSendState(submitter?.name === "safety" ? "" : sent, "ok");
+    if (body.location) locationState(fmt(T.location_sent, { m: Math.round(body.location.accuracy ?? 0) }), "ok");
+    if (!state.incident.is_open) location.reload();
+  } catch (err) {
+    render();
+    const message = errorText(err);
+    showAlert(message);
+    showSendState(message, "error");
+    alertBox.scrollIntoView({ block: "nearest" });
+  } finally {
+    setBusy(false, submitter);
+  }
+}
+
+// --- Location (only when the incident asks, only on the person's tap) ------------------------------------
+const locationBox = document.getElementById("location");
+const locationText = document.getElementById("location-state");
+
+function locationState(message, kind) {
+  if (!locationText) return;
+  locationText.textContent = message;
+  locationText.className = kind ? `is-${kind}` : "hint";
+}
+
+function shareLocation() {
+  if (!("geolocation" in navigator)) { locationState(T.location_unsupported, "warn"); return; }
+  locationState(T.locating);
+  navigator.geolocation.getCurrentPosition(
+    (found) => {
+      const { latitude, longitude, accuracy } = found.coords;
+      position = { latitude, longitude, accuracy: Math.round(accuracy) };
+      // Already answered: send the answer again with the position, so the tap is all it takes.
+      if (state.answer) submit(null);
+      else locationState(fmt(T.location_ready, { m: position.accuracy }), "ok");
+    },
+    (err) => {
+      position = null;
+      locationState(err.code === 1 ? T.location_denied : fmt(T.location_failed, { reason: err.message || err.code }), "warn");
+    },
+    { enableHighAccuracy: true, timeout: 20000, maximumAge: 60000 },
+  );
+}
+
+// --- Wiring -----------------------------------------------------------------------------------------------
+if (form && state) {
+  form.addEventListener("click", (e) => {
+    const button = e.target.closest('button[type="submit"]');
+    if (button) lastClicked = button;
+  });
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    submit(e.submitter || lastClicked);
+    lastClicked = null;
+  });
+  if (locationBox) {
+    locationBox.hidden = false;
+    document.getElementById("location-share").addEventListener("click", shareLocation);
+  }
+  // In the app, an answer given on another device (or by a manager, by proxy) shows here too.
+  if (root.dataset.mode === "app") {
+    onEvent("safety.answered", async (frame) => {
+      if (frame.data?.incident_id !== state.incident.id || busy) return;
+      if (state.answer && frame.data.answered_at === state.answer.created_at) return;
+      try {
+        const response = await fetch(D.endpoint, { credentials: "same-origin" });
+        if (response.ok) { state = await response.json(); render(); }
+      } catch { /* the next event or a reload shows it */ }
+    });
+  }
+  root.dataset.ready = "1";
+}
