@@ -28,9 +28,16 @@ from directory.regions import PREFECTURES
 from directory.selectors import DepartmentNode, department_tree
 from frontend.views import _page, org_page
 from safety import selectors
-from safety.api_safety import dispatch_data, incident_data, result_row_data, tally_data, template_data
+from safety.api_safety import (
+    dispatch_data,
+    incident_data,
+    questions_data,
+    result_row_data,
+    tally_data,
+    template_data,
+)
 from safety.models import AnswerSource, AnswerStatus, Channel, DeliveryState, Incident, IncidentStatus
-from safety.questions import default_questions, label
+from safety.questions import default_questions
 from safety.selectors import ANSWER_FILTERS, ResultFilter, access_incident, result_scope
 
 # Rows of the result list per page (the REST API allows up to 500).
@@ -329,20 +336,6 @@ def _detail_texts() -> dict[str, str]:
     }
 
 
-def _questions_for(incident: Incident, language: str) -> list[dict[str, Any]]:
-    """The question form in the viewer's language (the shape request_data uses), for the proxy answer form."""
-    return [
-        {
-            "key": q["key"],
-            "kind": q["kind"],
-            "label": label(q, language),
-            "required": q.get("required", False),
-            "choices": [{"key": c["key"], "label": label(c, language)} for c in q.get("choices", [])],
-        }
-        for q in incident.questions
-    ]
-
-
 @never_cache
 @require_GET
 @org_page()
@@ -365,7 +358,7 @@ def incident_page(request: HttpRequest, organization: Organization, incident_id:
         "prefectures": [{"code": p.code, "name": p.en if language == "en" else p.ja} for p in PREFECTURES.values()],
         "roles": [{"value": value, "label": str(text)} for value, text in Role.choices],
         "answer_filters": ["", *ANSWER_FILTERS],
-        "questions": _questions_for(incident, language),
+        "questions": questions_data(incident, language),
         "labels": _labels(),
         "timezone": settings.TIME_ZONE,
         "refresh_seconds": 10,

@@ -153,6 +153,20 @@ def result_row_data(row: ResultRow) -> dict[str, Any]:
     }
 
 
+def questions_data(incident: Incident, language: str) -> list[dict[str, Any]]:
+    """The incident's question form in one language, as the answer and proxy-answer forms show it."""
+    return [
+        {
+            "key": q["key"],
+            "kind": q["kind"],
+            "label": label(q, language),
+            "required": q.get("required", False),
+            "choices": [{"key": c["key"], "label": label(c, language)} for c in q.get("choices", [])],
+        }
+        for q in incident.questions
+    ]
+
+
 def request_data(recipient: Recipient, *, language: str) -> dict[str, Any]:
     """What the answer page needs: the incident, its form in the reader's language, and the current answer."""
     incident = recipient.incident
@@ -168,16 +182,7 @@ def request_data(recipient: Recipient, *, language: str) -> dict[str, Any]:
             "collect_location": incident.collect_location,
             "created_at": incident.created_at.isoformat(),
         },
-        "questions": [
-            {
-                "key": q["key"],
-                "kind": q["kind"],
-                "label": label(q, language),
-                "required": q.get("required", False),
-                "choices": [{"key": c["key"], "label": label(c, language)} for c in q.get("choices", [])],
-            }
-            for q in incident.questions
-        ],
+        "questions": questions_data(incident, language),
         "answer": answer_data(recipient.answer),
         "first_answered_at": recipient.first_answered_at.isoformat() if recipient.first_answered_at else None,
     }
