@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
@@ -215,43 +216,56 @@ def _empty_counts() -> dict[str, int]:
     return {"safe": 0, "minor": 0, "serious": 0, "answered": 0, "none": 0}
 
 
+# The GROUP BY first, then the department names joined onto its few rows: one round trip, and the 10,000 rows are
+# grouped by two narrow columns (grouping by the names too, or a second query for them, costs 1.4-1.7x; P6).
+_TALLY_SQL = (
+    "SELECT g.department_id, g.status, g.n, g.helped, d.name, d.sort_order, d.code FROM ("
+    " SELECT u.department_id, r.status, COUNT(*) AS n, COUNT(*) FILTER (WHERE r.needs_help) AS helped"
+    " FROM {recipient} r JOIN {user} u ON u.id = r.person_id"
+    " WHERE r.incident_id = %s{scope}"
+    " GROUP BY u.department_id, r.status"
+    ") g LEFT JOIN {department} d ON d.id = g.department_id"
+)
+
+
 def tally_by_department(*, incident: Incident, scope: set[int] | None = None) -> list[DepartmentTally]:
     """The count of each answer per department, in the directory's order; people without a department come last
-    under department_id None. Two queries: one GROUP BY, and the department names."""
-    rows = Recipient.objects.filter(incident_id=incident.id)
+    under department_id None. One query (SQL of its own: see _TALLY_SQL)."""
+    if scope is not None and not scope:
+        return []
+    params: list[Any] = [incident.id]
+    where = ""
     if scope is not None:
-        rows = rows.filter(person__department_id__in=scope)
-    grouped = (
-        rows.values_list("person__department_id", "status")
-        .annotate(n=Count("id"), helped=Count("id", filter=Q(needs_help=True)))
-        .order_by()
+        ids = sorted(scope)
+        where = f" AND u.department_id IN ({', '.join(['%s'] * len(ids))})"
+        params += ids
+    sql = _TALLY_SQL.format(
+        recipient=Recipient._meta.db_table, user=User._meta.db_table, department=Department._meta.db_table, scope=where
     )
     by_department: dict[int | None, dict[str, int]] = {}
     help_by_department: dict[int | None, int] = {}
-    for department_id, status, n, helped in grouped:
-        counts = by_department.setdefault(department_id, _empty_counts())
-        counts[status or "none"] = counts.get(status or "none", 0) + n
-        help_by_department[department_id] = help_by_department.get(department_id, 0) + helped
-    departments = {
-        d.id: d
-        for d in Department.objects.filter(id__in=[k for k in by_department if k is not None]).only(
-            "id", "name", "sort_order", "code"
-        )
-    }
-
-    def order(key: int | None) -> tuple[int, int, str]:
-        d = departments.get(key) if key is not None else None
-        return (1, 0, "") if d is None else (0, d.sort_order, d.code)
-
+    names: dict[int | None, str] = {}
+    order: dict[int | None, tuple[int, int, str]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for department_id, status, n, helped, name, sort_order, code in cursor.fetchall():
+            counts = by_department.get(department_id)
+            if counts is None:
+                counts = by_department[department_id] = _empty_counts()
+                help_by_department[department_id] = 0
+                names[department_id] = name or ""
+                order[department_id] = (1, 0, "") if name is None else (0, sort_order, code)
+            counts[status or "none"] = counts.get(status or "none", 0) + n
+            help_by_department[department_id] += helped
     return [
         DepartmentTally(
             department_id=key,
-            name=departments[key].name if key is not None and key in departments else "",
+            name=names[key],
             counts=counts,
-            needs_help=help_by_department.get(key, 0),
+            needs_help=help_by_department[key],
             total=sum(counts.values()),
         )
-        for key, counts in sorted(by_department.items(), key=lambda item: order(item[0]))
+        for key, counts in sorted(by_department.items(), key=lambda item: order[item[0]])
     ]
 
 

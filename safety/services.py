@@ -8,6 +8,7 @@ reporting, without waiting for the broker's visibility timeout."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -16,15 +17,16 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
-from django.db.models import F, Max, Q
+from django.db import connection, transaction
+from django.db.models import DateTimeField, F, Max, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from config.errors import ApplicationError
 from consumers.mail import MailInterrupted, MailMessage, mail_send_results
 from consumers.models import PushSubscription
-from consumers.publisher import publish_on_commit, push_request
+from consumers.publisher import publish_now, publish_on_commit, push_request
 from consumers.push import push_outcomes_record
 from consumers.vapid import vapid_keys
 from consumers.webpush import PushMessage, PushTarget, send_batch
@@ -46,7 +48,14 @@ from safety.models import (
     Recipient,
 )
 from safety.questions import answer_clean, questions_clean
-from safety.selectors import ANSWER_FILTERS, TARGET_MODES, tally_by_department, tally_total, target_people_ids
+from safety.selectors import (
+    ANSWER_FILTERS,
+    OPEN_STATUSES,
+    TARGET_MODES,
+    tally_by_department,
+    tally_total,
+    target_people_ids,
+)
 from safety.tokens import answer_path, answer_token
 
 logger = logging.getLogger(__name__)
@@ -627,7 +636,6 @@ def _location(incident: Incident, location: Mapping[str, Any] | None) -> tuple[f
     return (lat, lng, accuracy)
 
 
-@transaction.atomic
 def answer_submit(
     *,
     incident_id: int,
@@ -637,25 +645,27 @@ def answer_submit(
     location: Mapping[str, Any] | None = None,
     entered_by: User | None = None,
     proxy_note: str = "",
+    recipient: Recipient | None = None,
 ) -> Answer:
     """Record the person's answer as their current one, keeping every earlier answer as history; their deliveries
     show "answered". Only people the incident asked can answer, and only while it is open. The caller's HTTP 200
-    comes after this commits, so an answer acknowledged is an answer kept."""
-    recipient = (
-        Recipient.objects.select_for_update(of=("self",))
-        .select_related("incident")
-        .filter(incident_id=incident_id, person=person)
-        .first()
-    )
+    comes after this commits, so an answer acknowledged is an answer kept.
+
+    `recipient`: the person's row of the incident with its incident, when the caller has just read it (the answer
+    endpoints do), so it is not read again; it is given the new answer, for the response. The write is one
+    statement that checks the incident is still open, inserts the answer and updates the recipient (count and
+    first answer time computed in the row, so concurrent answers of one person serialise on its lock) and the
+    deliveries; see `_answer_write`."""
     if recipient is None:
+        recipient = Recipient.objects.select_related("incident").filter(incident_id=incident_id, person=person).first()
+    if recipient is None or recipient.incident_id != incident_id or recipient.person_id != person.id:
         raise ApplicationError(_("You were not asked to answer this."), code="not_asked", status=403)
     incident = recipient.incident
     if not incident.is_open:
         raise ApplicationError(_("Answers to this incident are closed."), code="incident_closed", status=409)
     clean = answer_clean(incident.questions, values)
     latitude, longitude, accuracy = _location(incident, location)
-    now = timezone.now()
-    answer = Answer.objects.create(
+    answer = Answer(
         incident=incident,
         person=person,
         values=clean.values,
@@ -667,28 +677,110 @@ def answer_submit(
         source=source,
         entered_by=entered_by,
         proxy_note=proxy_note.strip()[:200],
-        created_at=now,
+        created_at=timezone.now(),
     )
-    Recipient.objects.filter(id=recipient.id).update(
-        status=clean.status,
-        needs_help=clean.needs_help,
-        answer=answer,
-        answer_count=F("answer_count") + 1,
-        answered_at=now,
-        first_answered_at=recipient.first_answered_at or now,
-    )
-    Delivery.objects.filter(incident=incident, person=person).exclude(state=DeliveryState.ANSWERED).update(
-        state=DeliveryState.ANSWERED, updated_at=now, claimed_at=None
-    )
+    count, first = _answer_write(recipient, answer)
     data: AnswerEventData = {
         "incident_id": incident.id,
         "status": clean.status,
         "needs_help": clean.needs_help,
-        "answered_at": now.isoformat(),
+        "answered_at": answer.created_at.isoformat(),
         "source": source,
     }
-    publish_on_commit(user_group(person.id), ANSWER_RECORDED, data)
+    # Ephemeral, after commit: the person's other pages hide their banner now; one that misses it refetches on
+    # its next load. No outbox row and stream counter per answer, so a burst of answers stays cheap (P5).
+    group = user_group(person.id)
+    transaction.on_commit(lambda: publish_now(group, ANSWER_RECORDED, data), robust=True)
+    recipient.status, recipient.needs_help, recipient.answer = clean.status, clean.needs_help, answer
+    recipient.answer_count, recipient.first_answered_at, recipient.answered_at = count, first, answer.created_at
     return answer
+
+
+_ANSWER_WRITE_SQL = """
+WITH open AS (
+    SELECT 1 FROM {incident} WHERE id = %(incident)s AND status IN ('accepting', 'sending')
+), a AS (
+    INSERT INTO {answer} (incident_id, person_id, "values", status, needs_help, latitude, longitude, accuracy,
+                          source, entered_by_id, proxy_note, created_at)
+    SELECT %(incident)s, %(person)s, %(values)s::jsonb, %(status)s, %(help)s, %(lat)s, %(lng)s, %(acc)s,
+           %(source)s, %(entered_by)s, %(note)s, %(now)s FROM open
+    RETURNING id
+), r AS (
+    UPDATE {recipient} SET status = %(status)s, needs_help = %(help)s, answer_id = a.id,
+        answer_count = answer_count + 1, answered_at = %(now)s, first_answered_at = COALESCE(first_answered_at, %(now)s)
+    FROM a WHERE {recipient}.id = %(recipient)s
+    RETURNING {recipient}.answer_count, {recipient}.first_answered_at
+), d AS (
+    UPDATE {delivery} SET state = 'answered', updated_at = %(now)s, claimed_at = NULL
+    WHERE incident_id = %(incident)s AND person_id = %(person)s AND state <> 'answered' AND EXISTS (SELECT 1 FROM a)
+)
+SELECT a.id, r.answer_count, r.first_answered_at FROM a, r
+"""
+
+
+def _answer_write(recipient: Recipient, answer: Answer) -> tuple[int, datetime]:
+    """Write the answer, the recipient's current answer and the deliveries' "answered" at once; returns the
+    recipient's answer count and first answer time. ApplicationError if the incident closed meanwhile.
+
+    On PostgreSQL it is one statement (data-modifying CTEs): one round trip, atomic without a transaction of its
+    own, about half the cost of the same writes through the ORM (P5, bench.answers). Elsewhere (the embedded
+    SQLite) the same writes go through the ORM in a transaction."""
+    now = answer.created_at
+    if connection.vendor != "postgresql":
+        return _answer_write_orm(recipient, answer)
+    sql = _ANSWER_WRITE_SQL.format(
+        incident=Incident._meta.db_table,
+        answer=Answer._meta.db_table,
+        recipient=Recipient._meta.db_table,
+        delivery=Delivery._meta.db_table,
+    )
+    params: dict[str, Any] = {
+        "incident": recipient.incident_id,
+        "person": recipient.person_id,
+        "values": json.dumps(answer.values, ensure_ascii=False),
+        "status": answer.status,
+        "help": answer.needs_help,
+        "lat": answer.latitude,
+        "lng": answer.longitude,
+        "acc": answer.accuracy,
+        "source": answer.source,
+        "entered_by": answer.entered_by_id,
+        "note": answer.proxy_note,
+        "now": now,
+        "recipient": recipient.id,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        if not Recipient.objects.filter(id=recipient.id).exists():
+            raise ApplicationError(_("You were not asked to answer this."), code="not_asked", status=403)
+        raise ApplicationError(_("Answers to this incident are closed."), code="incident_closed", status=409)
+    answer.id, count, first = row
+    return count, first
+
+
+@transaction.atomic
+def _answer_write_orm(recipient: Recipient, answer: Answer) -> tuple[int, datetime]:
+    now = answer.created_at
+    if not Incident.objects.filter(id=recipient.incident_id, status__in=OPEN_STATUSES).exists():
+        raise ApplicationError(_("Answers to this incident are closed."), code="incident_closed", status=409)
+    answer.save(force_insert=True)
+    updated = Recipient.objects.filter(id=recipient.id).update(
+        status=answer.status,
+        needs_help=answer.needs_help,
+        answer=answer,
+        answer_count=F("answer_count") + 1,
+        answered_at=now,
+        first_answered_at=Coalesce("first_answered_at", Value(now, output_field=DateTimeField())),
+    )
+    if not updated:  # the request was deleted meanwhile
+        raise ApplicationError(_("You were not asked to answer this."), code="not_asked", status=403)
+    Delivery.objects.filter(incident_id=recipient.incident_id, person_id=recipient.person_id).exclude(
+        state=DeliveryState.ANSWERED
+    ).update(state=DeliveryState.ANSWERED, updated_at=now, claimed_at=None)
+    count, first = Recipient.objects.filter(id=recipient.id).values_list("answer_count", "first_answered_at").get()
+    return count, first or now
 
 
 def proxy_answer_submit(

@@ -74,21 +74,26 @@ def test_answering_marks_every_delivery_answered(org, crisis, incident, hanako, 
 
 
 def test_answer_in_the_app_records_source_and_publishes_after_commit(
-    asked, hanako, hanako_client, capture_events, django_capture_on_commit_callbacks
+    asked, hanako, hanako_client, monkeypatch, django_capture_on_commit_callbacks
 ):
-    with django_capture_on_commit_callbacks(execute=True):
+    sent: list[tuple[str, str, dict]] = []
+    monkeypatch.setattr(services, "publish_now", lambda group, kind, data: sent.append((group, kind, dict(data))))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = hanako_client.post(
             f"/acme/api/safety/mine/{asked.id}/",
             {"values": {"safety": "safe", "help": "no"}},
             content_type="application/json",
         )
+    assert sent == []  # nothing before commit
+    for callback in callbacks:
+        callback()
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["answer"]["values"] == {"safety": "safe", "help": "no"} and body["answer"]["source"] == "app"
     assert body["first_answered_at"] is not None
-    [event] = capture_events.of_type("safety.answered")
-    assert event.stream == f"user.{hanako.id}"
-    assert event.data["incident_id"] == asked.id and event.data["status"] == "safe" and event.data["source"] == "app"
+    [(stream, _kind, data)] = [e for e in sent if e[1] == "safety.answered"]
+    assert stream == f"user.{hanako.id}"
+    assert data["incident_id"] == asked.id and data["status"] == "safe" and data["source"] == "app"
 
 
 def test_my_requests_list_open_incidents_in_my_language(org, crisis, incident, tree):
@@ -291,3 +296,27 @@ def test_location_edges_are_accepted(org, crisis, tree):
     saved = Answer.objects.get()
     assert (saved.latitude, saved.longitude, saved.accuracy) == (-90.0, 180.0, None)
     assert Delivery.objects.filter(person=person).exclude(state=DeliveryState.ANSWERED).count() == 0
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "other"])
+def test_both_write_paths_keep_history_and_refuse_an_incident_closed_meanwhile(
+    asked, hanako, crisis, monkeypatch, vendor
+):
+    """On PostgreSQL the answer is one statement; elsewhere (the embedded SQLite) the ORM does the same writes.
+    Both keep the first answer time, count, mark deliveries, and refuse an incident completed after the
+    person's request was read (the lookup and the write are separate steps)."""
+    if vendor == "other":
+        monkeypatch.setattr(services, "_answer_write", services._answer_write_orm)
+    first = answer(asked, hanako, "safe")
+    second = answer(asked, hanako, "minor", help="yes")
+    recipient = Recipient.objects.select_related("incident").get(incident=asked, person=hanako)
+    assert (recipient.answer_id, recipient.answer_count, recipient.status) == (second.id, 2, "minor")
+    assert recipient.first_answered_at == first.created_at and recipient.needs_help
+    assert set(delivery_states(asked, hanako).values()) == {"answered"}
+    services.incident_complete(incident=asked, actor=crisis)  # the request was read before this
+    with pytest.raises(ApplicationError) as refused:
+        services.answer_submit(
+            incident_id=asked.id, person=hanako, values={"safety": "serious"}, source="app", recipient=recipient
+        )
+    assert refused.value.code == "incident_closed"
+    assert Answer.objects.filter(incident=asked, person=hanako).count() == 2

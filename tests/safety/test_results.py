@@ -317,12 +317,14 @@ def test_a_drill_never_shows_in_the_directory(org, crisis):
 # --- pinned query counts ----------------------------------------------------------------------------------
 
 
-def test_tally_by_department_is_two_queries(board, tree, django_assert_num_queries):
+def test_tally_by_department_is_one_query(board, tree, django_assert_num_queries):
     scope = {tree.sales.id, tree.east.id}
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         selectors.tally_by_department(incident=board.incident)
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         selectors.tally_by_department(incident=board.incident, scope=scope)
+    with django_assert_num_queries(0):
+        assert selectors.tally_by_department(incident=board.incident, scope=set()) == []
 
 
 def test_result_rows_is_three_queries_for_a_page(board, tree, django_assert_num_queries):
