@@ -18,6 +18,8 @@ from consumers.vapid import vapid_keys
 from consumers.webpush import PushMessage, PushOutcome, PushTarget, send_batch
 
 logger = logging.getLogger(__name__)
+# How stale a subscription's last success may be before a successful push notes it again.
+SUCCESS_NOTED = timedelta(hours=1)
 
 MAX_SUBSCRIPTIONS_PER_PERSON = 20
 
@@ -135,7 +137,11 @@ def push_outcomes_record(outcomes: Sequence[PushOutcome]) -> list[int]:
     retry = [o for o in outcomes if o.status == 429]
     failed = [o.target_id for o in outcomes if not o.ok and not o.gone and o.status != 429]
     if ok:
-        PushSubscription.objects.filter(id__in=ok).update(last_success_at=now, failure_count=0)
+        # Only the rows whose record changes: a failure count to clear, or a success not noted for an hour. A
+        # send to 10,000 people would otherwise rewrite 10,000 healthy subscriptions every time.
+        PushSubscription.objects.filter(id__in=ok).filter(
+            Q(failure_count__gt=0) | Q(last_success_at__isnull=True) | Q(last_success_at__lt=now - SUCCESS_NOTED)
+        ).update(last_success_at=now, failure_count=0)
     if gone:
         # The push service says the browser unsubscribed or the subscription expired.
         PushSubscription.objects.filter(id__in=gone).delete()

@@ -19,7 +19,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Final, Literal, cast
@@ -37,6 +37,7 @@ from pywebpush import WebPusher
 __all__ = [
     "PushMessage",
     "PushOutcome",
+    "PushSession",
     "PushTarget",
     "Urgency",
     "send_batch",
@@ -163,10 +164,12 @@ async def send_batch_async(
     vapid_subject: str,
     concurrency: int = 50,
     request_timeout: float = 10.0,
+    session: aiohttp.ClientSession | None = None,
 ) -> list[PushOutcome]:
     """The coroutine behind :func:`send_batch`, for callers that already run an event loop.
 
     ``request_timeout`` is :func:`send_batch`'s ``timeout``: it bounds each request, not the batch.
+    ``session``: send over the caller's session (and its open connections) instead of a new one.
     """
     vapid = _vapid_signer(vapid_private_key, vapid_subject)
     body = _serialise_payload(message.payload)
@@ -205,29 +208,96 @@ async def send_batch_async(
     # `concurrency` coroutines rather than 10,000 tasks waiting on a semaphore.
     pending = iter(range(len(targets)))
 
-    # The connector limit equals the worker count: a request never queues for a connection,
-    # so its timeout measures the push service, not our own pool.
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for index in pending:
+            outcomes[index] = await _send_one(
+                session,
+                targets[index],
+                body=own_bodies[index] or body,
+                headers=extra_headers,
+                authorization=authorization,
+                ttl=message.ttl,
+                client_timeout=client_timeout,
+            )
 
-        async def worker() -> None:
-            for index in pending:
-                outcomes[index] = await _send_one(
-                    session,
-                    targets[index],
-                    body=own_bodies[index] or body,
-                    headers=extra_headers,
-                    authorization=authorization,
-                    ttl=message.ttl,
-                    client_timeout=client_timeout,
-                )
-
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(targets)))))
+    workers = min(concurrency, len(targets))
+    if session is not None:
+        await asyncio.gather(*(worker(session) for _ in range(workers)))
+    else:
+        # The connector limit equals the worker count: a request never queues for a connection,
+        # so its timeout measures the push service, not our own pool.
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as own:
+            await asyncio.gather(*(worker(own) for _ in range(workers)))
 
     done = [outcome for outcome in outcomes if outcome is not None]
     if len(done) != len(targets):  # _send_one never raises, so every slot is filled
         raise RuntimeError(f"{len(targets) - len(done)} targets got no outcome")
     return done
+
+
+class PushSession:
+    """One event loop and one aiohttp session for many :func:`send_batch_async` calls from sync code, such as
+    a task sending a large send batch after batch: the connections to the push services stay open between
+    batches instead of being made again for each. Use as a context manager; not thread-safe."""
+
+    def __init__(self, *, concurrency: int = 50, timeout: float = 10.0) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.concurrency, self.timeout = concurrency, timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def __enter__(self) -> PushSession:
+        self._loop = asyncio.new_event_loop()
+
+        async def open_session() -> aiohttp.ClientSession:
+            connector = aiohttp.TCPConnector(limit=self.concurrency)
+            return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
+
+        self._session = self._loop.run_until_complete(open_session())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is None:
+            return
+        if self._session is not None:
+            self._loop.run_until_complete(self._session.close())
+        self._loop.close()
+        self._loop = self._session = None
+
+    def send(
+        self,
+        targets: Sequence[PushTarget],
+        message: PushMessage,
+        *,
+        vapid_private_key: str,
+        vapid_subject: str,
+        meanwhile: Callable[[], object] | None = None,
+        every: float = 10.0,
+    ) -> list[PushOutcome]:
+        """:func:`send_batch` over this session's open connections. While the batch takes longer than `every`
+        seconds, `meanwhile()` is called between slices of it, outside the event loop (so it may use the
+        database): a caller keeps its claim on the batch fresh with it."""
+        if self._loop is None or self._session is None:
+            raise RuntimeError("use PushSession as a context manager")
+        task = self._loop.create_task(
+            send_batch_async(
+                targets,
+                message,
+                vapid_private_key=vapid_private_key,
+                vapid_subject=vapid_subject,
+                concurrency=self.concurrency,
+                request_timeout=self.timeout,
+                session=self._session,
+            )
+        )
+        while True:
+            done, _pending = self._loop.run_until_complete(asyncio.wait({task}, timeout=every))
+            if done:
+                return task.result()
+            if meanwhile is not None:
+                meanwhile()
 
 
 async def _send_one(

@@ -252,7 +252,14 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["incident", "person", "channel"], name="delivery_unique"),
         ]
-        indexes = [models.Index(fields=["dispatch", "state"], name="delivery_dispatch_state")]
+        indexes = [
+            models.Index(fields=["dispatch", "state"], name="delivery_dispatch_state"),
+            # A sender's claim: the queued rows of one send and channel in id order, without walking past the
+            # rows already sent (the claim of the last batch of a large send would otherwise read them all).
+            models.Index(
+                fields=["dispatch", "channel", "id"], condition=models.Q(state="queued"), name="delivery_claim"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.incident_id}:{self.person_id}:{self.channel}={self.state}"

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +30,7 @@ from consumers.models import PushSubscription
 from consumers.publisher import publish_now, publish_on_commit, push_request
 from consumers.push import push_outcomes_record
 from consumers.vapid import vapid_keys
-from consumers.webpush import PushMessage, PushTarget, send_batch
+from consumers.webpush import PushMessage, PushSession, PushTarget
 from directory.events import org_group, user_group
 from directory.models import Department, Organization, Role, RoleAssignment, User
 from directory.regions import PREFECTURES
@@ -435,23 +436,57 @@ def _requeue(incident: Incident, dispatch: Dispatch, rows: Sequence[Delivery], n
     Delivery.objects.bulk_create(fresh, batch_size=2000)
 
 
+_CLAIM_SQL = """
+WITH c AS MATERIALIZED (
+    SELECT id FROM {delivery}
+    WHERE dispatch_id = %(dispatch)s AND channel = %(channel)s AND state = 'queued'
+        AND (claimed_at IS NULL OR claimed_at < %(stale)s)
+    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), beat AS (
+    UPDATE {dispatch} SET heartbeat_at = %(now)s WHERE id = %(dispatch)s AND EXISTS (SELECT 1 FROM c)
+)
+UPDATE {delivery} AS d SET claimed_at = %(now)s FROM c WHERE d.id = c.id
+RETURNING d.id, d.person_id, d.round
+"""
+
+
 def _claim(dispatch: Dispatch, channel: str, limit: int) -> list[Delivery]:
-    """Claim up to `limit` queued rows of this send and channel that no live worker holds."""
+    """Claim up to `limit` queued rows of this send and channel that no live worker holds (and beat the send's
+    heartbeat). On PostgreSQL one statement: lock, claim and return the rows in one round trip."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.SAFETY_CLAIM_STALE_SECONDS)
-    with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(dispatch=dispatch, channel=channel, state=DeliveryState.QUEUED)
-            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale))
-            .order_by("id")
-            .values_list("id", flat=True)[:limit]
-        )
-        if not ids:
-            return []
-        Delivery.objects.filter(id__in=ids).update(claimed_at=now)
-        Dispatch.objects.filter(id=dispatch.id).update(heartbeat_at=now)
-    return list(Delivery.objects.filter(id__in=ids).select_related("person").order_by("id"))
+    if connection.vendor == "postgresql":
+        sql = _CLAIM_SQL.format(delivery=Delivery._meta.db_table, dispatch=Dispatch._meta.db_table)
+        params: dict[str, Any] = {"dispatch": dispatch.id, "channel": channel, "stale": stale, "now": now}
+        params["limit"] = limit
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            claimed = sorted(cursor.fetchall())
+    else:
+        with transaction.atomic():
+            claimed = list(
+                Delivery.objects.select_for_update(skip_locked=True)
+                .filter(dispatch=dispatch, channel=channel, state=DeliveryState.QUEUED)
+                .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale))
+                .order_by("id")
+                .values_list("id", "person_id", "round")[:limit]
+            )
+            if claimed:
+                Delivery.objects.filter(id__in=[c[0] for c in claimed]).update(claimed_at=now)
+                Dispatch.objects.filter(id=dispatch.id).update(heartbeat_at=now)
+    if not claimed or channel != Channel.EMAIL:
+        # A push needs only the person's id (for the link).
+        return [Delivery(id=id_, person_id=person_id, round=round_) for id_, person_id, round_ in claimed]
+    # A mail needs the person's name, addresses and language.
+    return list(Delivery.objects.filter(id__in=[c[0] for c in claimed]).select_related("person").order_by("id"))
+
+
+def _touch(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
+    """Renew the claim on a batch still being sent (and the send's heartbeat): however slow the push service,
+    the scan never hands a live worker's rows to another."""
+    now = timezone.now()
+    Delivery.objects.filter(id__in=[r.id for r in rows], state=DeliveryState.QUEUED).update(claimed_at=now)
+    Dispatch.objects.filter(id=dispatch.id).update(heartbeat_at=now)
 
 
 def _mark(rows: Sequence[Delivery], state: str, error: str = "") -> None:
@@ -476,13 +511,13 @@ def answer_url(incident: Incident, person_id: int) -> str:
     return answer_path(slug=incident.organization.slug, token=token)
 
 
-def _notification(incident: Incident, person: User) -> dict[str, Any]:
+def _notification(incident: Incident, person_id: int) -> dict[str, Any]:
     prefix = "[訓練] " if incident.is_drill else ""
     return {
         "title": f"{prefix}{incident.title}"[:200],
         "body": incident.message.split("\n", 1)[0][:160],
         # ?via=push: the answer page records that the answer came from the notification.
-        "url": answer_url(incident, person.id) + "?via=push",
+        "url": answer_url(incident, person_id) + "?via=push",
         "tag": f"incident-{incident.id}",
         "kind": "safety",
         "incident": incident.id,
@@ -490,29 +525,31 @@ def _notification(incident: Incident, person: User) -> dict[str, Any]:
     }
 
 
-def _send_push(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
+def _send_push(dispatch: Dispatch, rows: Sequence[Delivery], pusher: PushSession) -> None:
     incident = dispatch.incident
-    subscriptions = list(PushSubscription.objects.filter(user_id__in=[r.person_id for r in rows]))
-    by_person: dict[int, list[PushSubscription]] = {}
-    for subscription in subscriptions:
-        by_person.setdefault(subscription.user_id, []).append(subscription)
-    payloads = {r.person_id: _notification(incident, r.person) for r in rows}
+    subscriptions = list(
+        PushSubscription.objects.filter(user_id__in=[r.person_id for r in rows]).values_list(
+            "id", "user_id", "endpoint", "p256dh", "auth"
+        )
+    )
+    payloads = {r.person_id: _notification(incident, r.person_id) for r in rows}
     targets = [
-        PushTarget(id=s.id, endpoint=s.endpoint, p256dh=s.p256dh, auth=s.auth, payload=payloads[s.user_id])
-        for s in subscriptions
+        PushTarget(id=id_, endpoint=endpoint, p256dh=p256dh, auth=auth, payload=payloads[user_id])
+        for id_, user_id, endpoint, p256dh, auth in subscriptions
     ]
     outcomes = []
     if targets:
         keys = vapid_keys()
-        outcomes = send_batch(
+        outcomes = pusher.send(
             targets,
             PushMessage(payload={}, ttl=PUSH_TTL, urgency="high", topic=f"incident{incident.id}"),
             vapid_private_key=keys.private,
             vapid_subject=settings.VAPID_SUBJECT,
-            concurrency=settings.PUSH_CONCURRENCY,
+            meanwhile=partial(_touch, dispatch, rows),
+            every=settings.SAFETY_CLAIM_STALE_SECONDS / 3,
         )
         push_outcomes_record(outcomes)
-    owner = {s.id: s.user_id for s in subscriptions}
+    owner = {id_: user_id for id_, user_id, *_keys in subscriptions}
     ok_people = {owner[o.target_id] for o in outcomes if o.ok}
     # Asked to slow down (429): the row stays queued and claimed, so the scan sends it again once the claim is
     # stale (SAFETY_CLAIM_STALE_SECONDS, well past a usual Retry-After) instead of giving the person up.
@@ -576,21 +613,26 @@ def dispatch_run(*, dispatch_id: int, batch: int | None = None) -> int:
     dispatch = Dispatch.objects.select_related("incident", "incident__organization").filter(id=dispatch_id).first()
     if dispatch is None or dispatch.finished_at is not None:
         return 0
-    size = batch or settings.SAFETY_DISPATCH_BATCH
     handled = 0
-    for channel, send in ((Channel.PUSH, _send_push), (Channel.EMAIL, _send_mail)):
-        while True:
-            if Incident.objects.filter(id=dispatch.incident_id, status=IncidentStatus.COMPLETED).exists():
-                return handled
-            rows = _claim(dispatch, channel, size)
-            if not rows:
-                break
-            try:
-                send(dispatch, rows)
-            except MailInterrupted:
-                logger.warning("mail server unavailable; send %s resumes on the next scan", dispatch_id)
-                return handled
-            handled += len(rows)
+    # One event loop and one HTTP session for all the push batches: connections stay open between them.
+    with PushSession(concurrency=settings.PUSH_CONCURRENCY) as pusher:
+        sends = (
+            (Channel.PUSH, partial(_send_push, pusher=pusher), batch or settings.SAFETY_PUSH_BATCH),
+            (Channel.EMAIL, _send_mail, batch or settings.SAFETY_DISPATCH_BATCH),
+        )
+        for channel, send, size in sends:
+            while True:
+                if Incident.objects.filter(id=dispatch.incident_id, status=IncidentStatus.COMPLETED).exists():
+                    return handled
+                rows = _claim(dispatch, channel, size)
+                if not rows:
+                    break
+                try:
+                    send(dispatch, rows)
+                except MailInterrupted:
+                    logger.warning("mail server unavailable; send %s resumes on the next scan", dispatch_id)
+                    return handled
+                handled += len(rows)
     _dispatch_finish(dispatch)
     return handled
 

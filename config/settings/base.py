@@ -357,6 +357,10 @@ CELERY_BEAT_SCHEDULE["jma-poll"] = {
 SAFETY_ANSWER_LINK_SECONDS = env_int("SAFETY_ANSWER_LINK_SECONDS", 14 * 24 * 3600, minimum=3600)
 # Deliveries claimed by a sender per round trip (one SMTP connection or one batch of pushes).
 SAFETY_DISPATCH_BATCH = env_int("SAFETY_DISPATCH_BATCH", 200, minimum=1, maximum=5000)
+# Push rows claimed per batch, sent over connections kept open from one batch to the next. Larger than the
+# mail batch: a batch costs a few database round trips, and a crash repeats at most one batch of pushes, each
+# with the same tag and Topic, so a phone still shows one notification.
+SAFETY_PUSH_BATCH = env_int("SAFETY_PUSH_BATCH", 1000, minimum=1, maximum=10000)
 # A send whose worker has not reported for this long is taken over by the scan (a dead worker's).
 SAFETY_CLAIM_STALE_SECONDS = env_int("SAFETY_CLAIM_STALE_SECONDS", 30, minimum=5)
 # How often beat scans the database for stalled sends and due end notices.

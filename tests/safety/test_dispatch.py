@@ -314,6 +314,30 @@ def test_a_live_workers_claims_are_left_alone(org, crisis, incident, push_servic
     assert dispatch.finished_at is None  # the holder (or the scan) finishes it
 
 
+def test_a_slow_batch_keeps_its_claim_so_the_scan_does_not_send_it_twice(
+    org, crisis, incident, push_service, settings, monkeypatch
+):
+    settings.SAFETY_CLAIM_STALE_SECONDS = 3  # renewed every second while the batch is on the wire
+    person = safety_person(org, "slow", email="")
+    subscription = subscribe(push_service, person)
+    push_service.set_response(subscription.endpoint, 201, delay=2.5)
+    dispatch = send(incident, crisis, run=False)
+    renewed: list[Any] = []
+    real_touch = services._touch
+
+    def touch(dispatch: Any, rows: Any) -> None:
+        real_touch(dispatch, rows)
+        renewed.append(Delivery.objects.get(person=person, channel="push").claimed_at)
+        # Meanwhile the scan looks: the send is alive and its rows are held.
+        assert services.stalled_dispatch_ids(now=timezone.now() + timedelta(seconds=2)) == []
+
+    monkeypatch.setattr(services, "_touch", touch)
+    assert services.dispatch_run(dispatch_id=dispatch.id) == 1
+    assert len(renewed) == 2 and renewed[0] < renewed[1]
+    assert len(push_service.received) == 1
+    assert Delivery.objects.get(person=person, channel="push").state == DeliveryState.SENT
+
+
 def test_a_send_with_a_stale_heartbeat_and_no_claims_is_found(org, crisis, incident):
     safety_person(org, "someone")
     dispatch = send(incident, crisis, run=False)
@@ -470,8 +494,8 @@ def test_completing_in_the_middle_of_a_send_stops_it(org, crisis, incident, push
     dispatch = send(incident, crisis, run=False)
     real_send = services._send_push
 
-    def send_then_complete(dispatch: Any, rows: Any) -> None:
-        real_send(dispatch, rows)
+    def send_then_complete(dispatch: Any, rows: Any, **kwargs: Any) -> None:
+        real_send(dispatch, rows, **kwargs)
         services.incident_complete(incident=incident, actor=crisis)
 
     monkeypatch.setattr(services, "_send_push", send_then_complete)
