@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,19 +42,31 @@ def notice_list(*, organization: Organization, limit: int = 20) -> list[Notice]:
 
 
 def department_subtree_ids(*, department: Department) -> set[int]:
-    """The department and everything below it, in one query: an organisation's tree is small, so it is
-    read whole and walked here rather than one query per level."""
+    """The department and everything below it, in one query."""
+    return department_subtrees(organization_id=department.organization_id, department_ids=[department.id])[
+        department.id
+    ]
+
+
+def department_subtrees(*, organization_id: int, department_ids: Iterable[int]) -> dict[int, set[int]]:
+    """Each listed department with everything below it, in one query: an organisation's tree is small, so it is
+    read whole and walked here rather than one query per level or per department. Ids not in the organisation
+    are left out."""
     children: dict[int, list[int]] = {}
-    rows = Department.objects.filter(organization_id=department.organization_id).values_list("id", "parent_id")
-    for dept_id, parent_id in rows:
+    known: set[int] = set()
+    for dept_id, parent_id in Department.objects.filter(organization_id=organization_id).values_list("id", "parent_id"):
+        known.add(dept_id)
         if parent_id is not None:
             children.setdefault(parent_id, []).append(dept_id)
-    ids = {department.id}
-    frontier = [department.id]
-    while frontier:
-        frontier = [child for parent in frontier for child in children.get(parent, ()) if child not in ids]
-        ids.update(frontier)
-    return ids
+    subtrees: dict[int, set[int]] = {}
+    for root in set(department_ids) & known:
+        ids = {root}
+        frontier = [root]
+        while frontier:
+            frontier = [child for parent in frontier for child in children.get(parent, ()) if child not in ids]
+            ids.update(frontier)
+        subtrees[root] = ids
+    return subtrees
 
 
 def users_with_email(*, address: str) -> list[User]:

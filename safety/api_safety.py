@@ -25,7 +25,7 @@ from config.errors import ApplicationError
 from config.throttle import throttle_allow
 from directory.api import OrgAPIView
 from directory.auth import client_ip
-from directory.models import User
+from directory.models import RoleAssignment, User
 from directory.permissions import PasswordChanged
 from directory.selectors import access_person
 from directory.tsv import excel_safe
@@ -621,7 +621,13 @@ class PeopleChoiceApi(OrgAPIView):
         from directory.selectors import person_search
 
         found = person_search(organization=self.organization, query=request.query_params.get("q", ""), limit=30)
-        admins = request.query_params.get("admins") == "1"
+        if request.query_params.get("admins") == "1":
+            administrators = set(
+                RoleAssignment.objects.filter(user__in=found, role__in=selectors.ADMIN_ROLES).values_list(
+                    "user_id", flat=True
+                )
+            )
+            found = [p for p in found if p.id in administrators]
         return Response(
             [
                 {
@@ -632,6 +638,5 @@ class PeopleChoiceApi(OrgAPIView):
                     "safety_user": p.anpi_login_id is not None,
                 }
                 for p in found
-                if not admins or p.has_role(*selectors.ADMIN_ROLES)
             ]
         )

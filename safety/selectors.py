@@ -15,7 +15,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from directory.models import Department, Organization, Role, RoleAssignment, User
-from directory.selectors import department_subtree_ids
+from directory.selectors import department_subtree_ids, department_subtrees
 from safety.models import Answer, AnswerStatus, Delivery, Incident, IncidentStatus, MessageTemplate, Recipient
 
 ADMIN_ROLES = (Role.SYSTEM_ADMIN, Role.CRISIS_MANAGER, Role.ADMIN_ANPI, Role.MANAGER, Role.DEPARTMENT_MANAGER)
@@ -96,12 +96,8 @@ def target_people_ids(*, incident: Incident, target: Mapping[str, Any]) -> list[
     elif mode == "filter":
         department_ids = target.get("department_ids") or []
         if department_ids:
-            subtree: set[int] = set()
-            for department in Department.objects.filter(
-                organization_id=incident.organization_id, id__in=department_ids
-            ):
-                subtree |= department_subtree_ids(department=department)
-            people = people.filter(department_id__in=subtree)
+            subtrees = department_subtrees(organization_id=incident.organization_id, department_ids=department_ids)
+            people = people.filter(department_id__in=set().union(*subtrees.values()))
         if target.get("regions"):
             people = people.filter(region_code__in=target["regions"])
         if target.get("roles"):
@@ -144,12 +140,8 @@ def _recipients(incident: Incident, scope: set[int] | None, filters: ResultFilte
     if scope is not None:
         rows = rows.filter(person__department_id__in=scope)
     if filters.department_id is not None:
-        department = Department.objects.filter(
-            organization_id=incident.organization_id, id=filters.department_id
-        ).first()
-        rows = rows.filter(
-            person__department_id__in=department_subtree_ids(department=department) if department else []
-        )
+        subtrees = department_subtrees(organization_id=incident.organization_id, department_ids=[filters.department_id])
+        rows = rows.filter(person__department_id__in=subtrees.get(filters.department_id, set()))
     if filters.answer:
         rows = _answer_filter(rows, filters.answer)
     for term in query_terms(filters.query):

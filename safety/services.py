@@ -34,7 +34,7 @@ from consumers.webpush import PushMessage, PushSession, PushTarget
 from directory.events import org_group, user_group
 from directory.models import Department, Organization, Role, RoleAssignment, User
 from directory.regions import PREFECTURES
-from directory.selectors import department_subtree_ids
+from directory.selectors import department_subtrees
 from safety.events import ANSWER_RECORDED, INCIDENT_CHANGED, AnswerEventData, IncidentEventData
 from safety.models import (
     Answer,
@@ -506,6 +506,15 @@ def _mark(rows: Sequence[Delivery], state: str, error: str = "") -> None:
         )
 
 
+def _mark_failed(failures: Sequence[tuple[Delivery, str]]) -> None:
+    """Mark rows failed with their reasons: one UPDATE per distinct reason (a batch's failures share a few)."""
+    by_error: dict[str, list[Delivery]] = {}
+    for row, error in failures:
+        by_error.setdefault(error, []).append(row)
+    for error, rows in by_error.items():
+        _mark(rows, DeliveryState.FAILED, error)
+
+
 def answer_url(incident: Incident, person_id: int) -> str:
     token = answer_token(organization_id=incident.organization_id, incident_id=incident.id, person_id=person_id)
     return answer_path(slug=incident.organization.slug, token=token)
@@ -556,9 +565,13 @@ def _send_push(dispatch: Dispatch, rows: Sequence[Delivery], pusher: PushSession
     later = {owner[o.target_id] for o in outcomes if o.status == 429} - ok_people
     errors = {owner[o.target_id]: f"{o.status or ''} {o.error or ''}".strip() for o in outcomes if not o.ok}
     _mark([r for r in rows if r.person_id in ok_people], DeliveryState.SENT)
-    for row in rows:
-        if row.person_id not in ok_people and row.person_id not in later:
-            _mark([row], DeliveryState.FAILED, errors.get(row.person_id) or "no push subscription")
+    _mark_failed(
+        [
+            (r, errors.get(r.person_id) or "no push subscription")
+            for r in rows
+            if r.person_id not in ok_people and r.person_id not in later
+        ]
+    )
 
 
 def _mail_text(incident: Incident, person: User) -> tuple[str, str]:
@@ -584,16 +597,18 @@ def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
     incident = dispatch.incident
     messages: list[MailMessage] = []
     sendable: list[Delivery] = []
+    unreachable: list[tuple[Delivery, str]] = []
     for row in rows:
         person = row.person
         to = [a for a in (person.email, person.email2) if a]
         if not to:
-            _mark([row], DeliveryState.FAILED, "no e-mail address")
+            unreachable.append((row, "no e-mail address"))
             continue
         with translation.override(person.language or settings.LANGUAGE_CODE):
             subject, body = _mail_text(incident, person)
         messages.append(MailMessage(to=to, subject=subject, body=body, language=person.language))
         sendable.append(row)
+    _mark_failed(unreachable)
     try:
         results = mail_send_results(messages)
     except MailInterrupted as exc:
@@ -602,9 +617,7 @@ def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
         # The rest stay claimed; the scan hands them to a worker again once the claim is stale.
         raise
     _mark([r for r, error in zip(sendable, results, strict=True) if error is None], DeliveryState.SENT)
-    for row, error in zip(sendable, results, strict=True):
-        if error is not None:
-            _mark([row], DeliveryState.FAILED, error)
+    _mark_failed([(r, error) for r, error in zip(sendable, results, strict=True) if error is not None])
 
 
 def dispatch_run(*, dispatch_id: int, batch: int | None = None) -> int:
@@ -875,8 +888,11 @@ def incident_admins_notify(*, incident_id: int, dispatch_id: int | None = None) 
         department__isnull=False,
         id__in=RoleAssignment.objects.filter(role=Role.DEPARTMENT_MANAGER).values("user_id"),
     ).select_related("department")
+    subtrees = department_subtrees(
+        organization_id=incident.organization_id, department_ids={m.department_id for m in managers if m.department_id}
+    )
     for manager in managers:
-        subtree = department_subtree_ids(department=manager.department)  # type: ignore[arg-type]
+        subtree = subtrees.get(manager.department_id or 0, set())
         if subtree & asked_departments and not subtree & told_departments:
             people.add(manager.id)
     recipients = list(User.objects.filter(id__in=people, is_active=True))
