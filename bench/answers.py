@@ -56,7 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from bench.common import median, p95, setup_django, verdict
+from bench.common import daphne_env, drop_database, median, p95, setup_django, verdict
 
 BURST_PEOPLE = 1000
 BURST_SECONDS = 60.0
@@ -75,22 +75,6 @@ CHANNELS_PER_PERSON = 3  # push, e-mail, in-app: the delivery rows answer_submit
 def throwaway_url(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def drop_database(url: str) -> None:
-    import dj_database_url
-    import psycopg
-    from psycopg import sql
-
-    config = dj_database_url.parse(url)
-    params = {
-        "host": config.get("HOST") or "127.0.0.1",
-        "port": config.get("PORT") or 5432,
-        "user": config.get("USER") or None,
-        "password": config.get("PASSWORD") or None,
-    }
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
 
 
 # --- Measuring ----------------------------------------------------------------------------------------------
@@ -287,29 +271,6 @@ def bare_requests(count: int, token_length: int, rng: random.Random) -> list[Req
     return out
 
 
-def daphne_env(redis_url: str, prefix: str, pool_size: str | None) -> dict[str, str]:
-    """The project's environment for the server (as tests/services.py `subprocess_env()`), with the settings that
-    add the baseline's URL."""
-    from django.conf import settings
-
-    env = dict(os.environ)
-    env.pop("DB_POOL_MAX_SIZE", None)  # setup_django's "no pool" is for this process; daphne pools as deployed
-    if pool_size is not None:
-        env["DB_POOL_MAX_SIZE"] = pool_size
-    env.update(
-        DJANGO_SETTINGS_MODULE="bench._answers_settings",
-        DATABASE_URL=os.environ["DATABASE_URL"],
-        REDIS_URL=redis_url,
-        STATE_DIR=str(settings.STATE_DIR),
-        SECRET_KEY=settings.SECRET_KEY,
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DEBUG="false",
-        CHANNEL_REDIS_PREFIX=prefix,
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 # --- Checking -----------------------------------------------------------------------------------------------
 
 
@@ -433,7 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         token_length = len(population.tokens[0])
         ours_all: list[Outcome] = []
         bare_all: list[Outcome] = []
-        with server_process("daphne", argv_, daphne_env(args.redis_url, prefix, pool_size), port) as server:
+        with server_process(
+            "daphne",
+            argv_,
+            daphne_env(args.redis_url, prefix, pool_size, settings_module="bench._answers_settings"),
+            port,
+        ) as server:
             server.wait_listening()
             print(f"daphne (as the Dockerfile runs it) on {base}, settings bench._answers_settings")
             try:

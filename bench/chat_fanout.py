@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench.common import setup_django, temporary_organization, verdict
+from bench.common import daphne_env, setup_django, temporary_organization, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 1000
@@ -447,29 +447,6 @@ def our_burst(ours: OurRoom) -> Burst:
         return first, time.time()
 
     return burst
-
-
-def daphne_env(redis_url: str, prefix: str, pool_size: str | None) -> dict[str, str]:
-    """As tests/services.py `subprocess_env()`: the same database, state directory and layer prefix."""
-    from django.conf import settings
-
-    env = dict(os.environ)
-    env.pop("DB_POOL_MAX_SIZE", None)  # setup_django's "no pool" is for this process only; daphne pools as deployed
-    if pool_size is not None:
-        env["DB_POOL_MAX_SIZE"] = pool_size
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.base",
-        DATABASE_URL=os.environ["DATABASE_URL"],
-        REDIS_URL=redis_url,
-        STATE_DIR=str(settings.STATE_DIR),
-        SECRET_KEY=settings.SECRET_KEY,
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DEBUG="false",
-        CHANNEL_REDIS_PREFIX=prefix,
-        PYTHONUNBUFFERED="1",
-        PUSH_ALLOW_LOOPBACK_HTTP="true",
-    )
-    return env
 
 
 def run_ours(args: argparse.Namespace, env: dict[str, str]) -> ServerRun:

@@ -56,6 +56,16 @@ def setup_django() -> str:
     return f"SQLite (temporary file in {state}; set DATABASE_URL for PostgreSQL)"
 
 
+def _server_params(config: dict[str, Any]) -> dict[str, Any]:
+    """Connection parameters of the PostgreSQL server a parsed DATABASE_URL points at."""
+    return {
+        "host": config.get("HOST") or "127.0.0.1",
+        "port": config.get("PORT") or 5432,
+        "user": config.get("USER") or None,
+        "password": config.get("PASSWORD") or None,
+    }
+
+
 def _create_database(url: str) -> None:
     import dj_database_url
     import psycopg
@@ -64,17 +74,28 @@ def _create_database(url: str) -> None:
     config = dj_database_url.parse(url)
     if "postgres" not in config["ENGINE"]:
         return
-    params = {
-        "host": config.get("HOST") or "127.0.0.1",
-        "port": config.get("PORT") or 5432,
-        "user": config.get("USER") or None,
-        "password": config.get("PASSWORD") or None,
-    }
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+    with psycopg.connect(dbname="postgres", autocommit=True, **_server_params(dict(config))) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]).fetchone()
         if not exists:
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another benchmark was quicker
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
+
+
+def drop_database(url: str) -> None:
+    """Drop a throwaway benchmark database (this process's Django connections are closed first)."""
+    import dj_database_url
+    import psycopg
+    from psycopg import sql
+
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    except Exception:  # noqa: S110 -- Django may not be set up yet; the drop below is what matters
+        pass
+    config = dj_database_url.parse(url)
+    with psycopg.connect(dbname="postgres", autocommit=True, **_server_params(dict(config))) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
 
 
 # --- A directory in the sample files' shape ----------------------------------------------------------------
@@ -242,3 +263,29 @@ def verdict(line: str, ok: bool) -> int:
     sys.stdout.flush()
     print(f"{line} {'PASS' if ok else 'FAIL'}", flush=True)
     return 0 if ok else 1
+
+
+def daphne_env(
+    redis_url: str, prefix: str, pool_size: str | None, *, settings_module: str = "config.settings.base"
+) -> dict[str, str]:
+    """The environment of a daphne a benchmark starts, as tests/services.py `subprocess_env()`: the same database,
+    state directory and layer prefix, and pushes allowed to the local endpoint."""
+    from django.conf import settings
+
+    env = dict(os.environ)
+    env.pop("DB_POOL_MAX_SIZE", None)  # setup_django's "no pool" is for this process only; daphne pools as deployed
+    if pool_size is not None:
+        env["DB_POOL_MAX_SIZE"] = pool_size
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        DATABASE_URL=os.environ["DATABASE_URL"],
+        REDIS_URL=redis_url,
+        STATE_DIR=str(settings.STATE_DIR),
+        SECRET_KEY=settings.SECRET_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DEBUG="false",
+        CHANNEL_REDIS_PREFIX=prefix,
+        PYTHONUNBUFFERED="1",
+        PUSH_ALLOW_LOOPBACK_HTTP="true",
+    )
+    return env

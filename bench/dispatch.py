@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import median, setup_django, verdict
+from bench.common import drop_database, median, setup_django, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = 10_000
@@ -71,28 +71,6 @@ def throwaway_database() -> str:
     os.environ["DATABASE_URL"] = url
     atexit.register(drop_database, url)
     return name
-
-
-def drop_database(url: str) -> None:
-    import dj_database_url
-    import psycopg
-    from psycopg import sql
-
-    try:
-        from django.db import connections
-
-        connections.close_all()
-    except Exception:  # noqa: S110 -- Django may not be set up yet; the drop below is what matters
-        pass
-    config = dj_database_url.parse(url)
-    params = {
-        "host": config.get("HOST") or "127.0.0.1",
-        "port": config.get("PORT") or 5432,
-        "user": config.get("USER") or None,
-        "password": config.get("PASSWORD") or None,
-    }
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
 
 
 # --- The push endpoint process --------------------------------------------------------------------------------
