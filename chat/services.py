@@ -165,6 +165,39 @@ def room_group_create(*, creator: User, name: str, member_ids: Sequence[int]) ->
     return room
 
 
+@transaction.atomic
+def room_instruction_create(*, creator: User, name: str, member_ids: Sequence[int]) -> Room:
+    """An instruction room (対策室): the people chosen to decide what to do in an incident talk here. The creator
+    administers it; only its administrators add or remove people."""
+    name = _clean_name(name)
+    ids = {int(i) for i in member_ids} | {creator.id}
+    if len(ids) > MAX_GROUP_MEMBERS:
+        raise ApplicationError(
+            _("A group room holds at most %(n)d people.") % {"n": MAX_GROUP_MEMBERS}, code="too_many_members"
+        )
+    _talk_people(creator.organization_id, sorted(ids))
+    room = Room.objects.create(
+        organization_id=creator.organization_id, kind=RoomKind.INSTRUCTION, name=name, created_by=creator
+    )
+    Membership.objects.bulk_create(
+        [Membership(room=room, user_id=uid, is_admin=uid == creator.id) for uid in sorted(ids)]
+    )
+    _announce_room(room, sorted(ids - {creator.id}))
+    return room
+
+
+@transaction.atomic
+def room_admin_grant(*, room: Room, user: User) -> None:
+    """Make `user` an administrator of the room, adding them if they are not a member."""
+    _talk_people(room.organization_id, [user.id])
+    membership, created = Membership.objects.get_or_create(room=room, user=user, defaults={"is_admin": True})
+    if not created and not membership.is_admin:
+        Membership.objects.filter(id=membership.id).update(is_admin=True)
+    if created:
+        _announce_room(room, [user.id])
+        _room_updated(room, added=[user.id])
+
+
 def _announce_room(room: Room, user_ids: Sequence[int]) -> None:
     for uid in user_ids:
         publish_on_commit(user_group(uid), events.ROOM_ADDED, {"room": room.id})
@@ -182,8 +215,11 @@ def _lock_room(room: Room) -> Room:
     return Room.objects.select_for_update().get(id=room.id)
 
 
+MANAGED_KINDS = (RoomKind.GROUP, RoomKind.INSTRUCTION)
+
+
 def _require_group_admin(actor: User, room: Room) -> None:
-    if room.kind != RoomKind.GROUP:
+    if room.kind not in MANAGED_KINDS:
         raise ApplicationError(_("Only group rooms can be changed."), code="not_group", status=403)
     if not room_is_admin(actor, room):
         raise ApplicationError(_("Only the room's administrators can do this."), code="not_room_admin", status=403)
@@ -201,9 +237,11 @@ def room_rename(*, actor: User, room: Room, name: str) -> Room:
 
 @transaction.atomic
 def room_members_add(*, actor: User, room: Room, member_ids: Sequence[int]) -> Room:
-    """Any member of a group room may add people to it."""
+    """Any member of a group room may add people to it; to an instruction room, its administrators."""
     room = _lock_room(room)
-    if room.kind != RoomKind.GROUP:
+    if room.kind == RoomKind.INSTRUCTION:
+        _require_group_admin(actor, room)
+    elif room.kind != RoomKind.GROUP:
         raise ApplicationError(_("Only group rooms can be changed."), code="not_group", status=403)
     existing = set(Membership.objects.filter(room=room).values_list("user_id", flat=True))
     new = sorted({int(i) for i in member_ids} - existing)
@@ -222,9 +260,9 @@ def room_members_add(*, actor: User, room: Room, member_ids: Sequence[int]) -> R
 
 @transaction.atomic
 def room_member_remove(*, actor: User, room: Room, member: User) -> Room:
-    """Leave a group room, or (room administrators) remove someone from it."""
+    """Leave a group or instruction room, or (room administrators) remove someone from it."""
     room = _lock_room(room)
-    if room.kind != RoomKind.GROUP:
+    if room.kind not in MANAGED_KINDS:
         raise ApplicationError(_("Only group rooms can be changed."), code="not_group", status=403)
     if member.id != actor.id and not room_is_admin(actor, room):
         raise ApplicationError(_("Only the room's administrators can do this."), code="not_room_admin", status=403)

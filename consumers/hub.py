@@ -24,6 +24,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from consumers.presence import presence_leave, presence_touch
+from consumers.ticker import Ticker
 from consumers.wire import text_frame
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
         self._membership_lock = asyncio.Lock()
+        # Tickers of the streams this process's sockets follow: ticker name -> (ticker, its task, its streams).
+        self.tickers: dict[str, tuple[Ticker, asyncio.Task[None], set[str]]] = {}
         # Names this process in presence keys.
         self.process = uuid.uuid4().hex[:16]
 
@@ -99,6 +102,7 @@ class Hub:
             if subscribers is None:
                 subscribers = self.subscribers[stream] = set()
                 await self.layer.group_add(stream, self.channel)
+                self._ticker_join(stream)
             subscribers.add(subscriber)
 
     async def leave(self, stream: str, subscriber: Subscriber) -> None:
@@ -110,6 +114,7 @@ class Hub:
             if not subscribers:
                 del self.subscribers[stream]
                 self.last_seq.pop(stream, None)
+                await self._ticker_leave(stream)
                 channel = self.channel
                 if channel is not None:
                     try:
@@ -117,6 +122,33 @@ class Hub:
                     except Exception:  # the layer being down must not break a disconnect
                         logger.warning("group_discard of %s failed", stream, exc_info=True)
             self._stop_if_idle()
+
+    # --- tickers (consumers/ticker.py) -------------------------------------------------------------------
+
+    def _ticker_join(self, stream: str) -> None:
+        from consumers.streams import ticker_spec
+
+        spec = ticker_spec(stream)
+        if spec is None:
+            return
+        key = spec.key(stream)
+        name = f"{spec.name}:{key}"
+        entry = self.tickers.get(name)
+        if entry is None:
+            ticker = Ticker(spec, key, layer=self.layer, owner=self.process)
+            self.tickers[name] = (ticker, asyncio.ensure_future(ticker.run()), {stream})
+        else:
+            entry[2].add(stream)
+
+    async def _ticker_leave(self, stream: str) -> None:
+        for name, (ticker, task, streams) in list(self.tickers.items()):
+            if stream not in streams:
+                continue
+            streams.discard(stream)
+            if not streams:
+                del self.tickers[name]
+                task.cancel()
+                await ticker.release()  # another process's boards need not wait for the lease to lapse
 
     async def _receive_loop(self) -> None:
         while True:

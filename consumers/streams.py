@@ -14,8 +14,10 @@ from typing import Any
 from django.http import Http404
 
 from chat import events as chat_events
+from consumers.ticker import TickerSpec
 from directory import events as directory_events
 from directory.models import User
+from safety import board as safety_board
 from safety import events as safety_events
 
 STREAM_RE = re.compile(r"^([a-z]+)\.([0-9A-Za-z_-]{1,64})$")
@@ -28,6 +30,8 @@ class StreamKind:
     snapshot: Callable[[User, str], dict[str, object]]
     # People who lose the stream with an event (removed from a room): their sockets stop following it.
     revokes: Callable[[str, Mapping[str, Any]], list[int]] | None = None
+    # Streams of absolute state sent by a coalescing ticker (consumers/ticker.py), not per change.
+    ticker: TickerSpec | None = None
 
 
 STREAM_KINDS: dict[str, StreamKind] = {
@@ -36,6 +40,16 @@ STREAM_KINDS: dict[str, StreamKind] = {
     "jma": StreamKind(safety_events.jma_stream_access, safety_events.jma_stream_snapshot),
     "room": StreamKind(
         chat_events.room_stream_access, chat_events.room_stream_snapshot, chat_events.room_revoked_user_ids
+    ),
+    "board": StreamKind(
+        safety_board.board_stream_access,
+        safety_board.board_stream_snapshot,
+        ticker=TickerSpec(
+            name="board",
+            key=safety_board.board_ticker_key,
+            tick=safety_board.board_tick,
+            take_dirty=safety_board.board_take_dirty,
+        ),
     ),
 }
 
@@ -46,6 +60,11 @@ def stream_access(user: User, stream: str) -> tuple[str, StreamKind]:
         raise Http404
     kind = STREAM_KINDS[match.group(1)]
     return kind.access(user, match.group(2)), kind
+
+
+def ticker_spec(stream: str) -> TickerSpec | None:
+    kind = STREAM_KINDS.get(stream.split(".", 1)[0])
+    return kind.ticker if kind is not None else None
 
 
 def default_streams(user: User) -> list[str]:

@@ -30,6 +30,7 @@ from directory.permissions import PasswordChanged
 from directory.selectors import access_person
 from directory.tsv import excel_safe
 from safety import selectors, services
+from safety.board import instruction_list
 from safety.models import Answer, AnswerSource, AnswerStatus, Dispatch, Incident, MessageTemplate, Recipient
 from safety.questions import label
 from safety.selectors import ResultFilter, ResultRow, access_incident, access_request, result_scope
@@ -81,6 +82,8 @@ def incident_data(incident: Incident, *, slug: str) -> dict[str, Any]:
         "opened_at": incident.opened_at.isoformat() if incident.opened_at else None,
         "completed_at": incident.completed_at.isoformat() if incident.completed_at else None,
         "url": f"/{slug}/safety/incidents/{incident.id}/",
+        "board_url": f"/{slug}/safety/incidents/{incident.id}/board/",
+        "room_id": incident.room_id,
     }
 
 
@@ -167,10 +170,11 @@ def questions_data(incident: Incident, language: str) -> list[dict[str, Any]]:
     ]
 
 
-def request_data(recipient: Recipient, *, language: str) -> dict[str, Any]:
-    """What the answer page needs: the incident, its form in the reader's language, and the current answer."""
+def request_data(recipient: Recipient, *, language: str, with_instructions: bool = False) -> dict[str, Any]:
+    """What the answer page needs: the incident, its form in the reader's language, the current answer, and
+    (`with_instructions`; an answer's response leaves them out) the incident's instructions, newest first."""
     incident = recipient.incident
-    return {
+    data = {
         "incident": {
             "id": incident.id,
             "title": incident.title,
@@ -186,6 +190,9 @@ def request_data(recipient: Recipient, *, language: str) -> dict[str, Any]:
         "answer": answer_data(recipient.answer),
         "first_answered_at": recipient.first_answered_at.isoformat() if recipient.first_answered_at else None,
     }
+    if with_instructions:
+        data["instructions"] = instruction_list(incident=incident)
+    return data
 
 
 # --- Inputs -------------------------------------------------------------------------------------------------
@@ -527,7 +534,8 @@ class MyRequestsApi(OrgAPIView):
 
 class MyAnswerApi(OrgAPIView):
     def get(self, request: Request, slug: str, incident_id: int) -> Response:
-        return Response(request_data(access_request(self.person, incident_id), language=self.person.language))
+        recipient = access_request(self.person, incident_id)
+        return Response(request_data(recipient, language=self.person.language, with_instructions=True))
 
     def post(self, request: Request, slug: str, incident_id: int) -> Response:
         recipient = access_request(self.person, incident_id)
@@ -589,7 +597,7 @@ class LinkAnswerApi(APIView):
 
     def get(self, request: Request, slug: str, token: str) -> Response:
         recipient = link_recipient(slug, token)
-        return Response(request_data(recipient, language=recipient.person.language))
+        return Response(request_data(recipient, language=recipient.person.language, with_instructions=True))
 
     def post(self, request: Request, slug: str, token: str) -> Response:
         if not throttle_allow(

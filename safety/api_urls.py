@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, path
 
+from safety import api_board
 from safety import api_safety as api
 
 urlpatterns: list[URLPattern] = [
@@ -20,6 +21,11 @@ urlpatterns: list[URLPattern] = [
         api.PersonAnswersApi.as_view(),
         name="api-safety-person-answers",
     ),
+    path("incidents/<int:incident_id>/board/", api_board.BoardApi.as_view(), name="api-safety-board"),
+    path(
+        "incidents/<int:incident_id>/instructions/", api_board.InstructionsApi.as_view(), name="api-safety-instructions"
+    ),
+    path("incidents/<int:incident_id>/room/", api_board.InstructionRoomApi.as_view(), name="api-safety-room"),
     path("mine/", api.MyRequestsApi.as_view(), name="api-safety-mine"),
     path("mine/<int:incident_id>/", api.MyAnswerApi.as_view(), name="api-safety-my-answer"),
     path("answer/<str:token>/", api.LinkAnswerApi.as_view(), name="api-safety-link-answer"),

@@ -211,3 +211,14 @@ class AnswerEventData(TypedDict):
     needs_help: bool
     answered_at: str
     source: str
+
+
+# On the organisation stream: an instruction (対策指示) was posted to an incident. Like INCIDENT_CHANGED it carries
+# no text and no recipients: the pages of the people asked fetch it (`/api/safety/mine/<id>/`); the boards get
+# the instruction itself on their own streams (safety/board.py).
+INSTRUCTION_POSTED: Literal["safety.instruction"] = "safety.instruction"
+
+
+class InstructionEventData(TypedDict):
+    incident_id: int
+    id: int

@@ -114,6 +114,8 @@ class Incident(models.Model):
     completed_by = models.ForeignKey(
         "directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The instruction room (対策室): a talk room of the people chosen to decide what to do next.
+    room = models.OneToOneField("chat.Room", null=True, blank=True, on_delete=models.SET_NULL, related_name="incident")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -263,3 +265,20 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.incident_id}:{self.person_id}:{self.channel}={self.state}"
+
+
+class Instruction(models.Model):
+    """An instruction (対策指示) to everyone an incident asked. It streams to the open boards, reaches people by
+    web push and in the app, and shows on their answer page, newest first."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="instructions")
+    author = models.ForeignKey("directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    body = models.TextField(max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["incident", "-created_at"], name="instruction_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.incident_id}:{self.body[:30]}"

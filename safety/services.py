@@ -24,6 +24,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
+from chat.models import Room
+from chat.services import room_admin_grant, room_instruction_create, room_members_add
 from config.errors import ApplicationError
 from consumers.mail import MailInterrupted, MailMessage, mail_send_results
 from consumers.models import PushSubscription
@@ -35,7 +37,15 @@ from directory.events import org_group, user_group
 from directory.models import Department, Organization, Role, RoleAssignment, User
 from directory.regions import PREFECTURES
 from directory.selectors import department_subtrees
-from safety.events import ANSWER_RECORDED, INCIDENT_CHANGED, AnswerEventData, IncidentEventData
+from safety.board import BOARD_INSTRUCTION, board_group, board_stream_keys, board_touch, instruction_data
+from safety.events import (
+    ANSWER_RECORDED,
+    INCIDENT_CHANGED,
+    INSTRUCTION_POSTED,
+    AnswerEventData,
+    IncidentEventData,
+    InstructionEventData,
+)
 from safety.models import (
     Answer,
     AnswerSource,
@@ -45,6 +55,7 @@ from safety.models import (
     Dispatch,
     Incident,
     IncidentStatus,
+    Instruction,
     MessageTemplate,
     Recipient,
 )
@@ -106,6 +117,13 @@ def _incident_data(incident: Incident, dispatch: Dispatch | None = None) -> Inci
         "is_drill": incident.is_drill,
         "dispatch": dispatch.number if dispatch else None,
     }
+
+
+def _incident_changed(incident: Incident, dispatch: Dispatch | None = None) -> None:
+    """Tell open pages (the organisation stream) and the incident's boards (their ticker) after commit."""
+    publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident, dispatch))
+    incident_id = incident.id
+    transaction.on_commit(lambda: board_touch(incident_id), robust=True)
 
 
 def _addresses_clean(addresses: Sequence[str]) -> list[str]:
@@ -232,7 +250,7 @@ def incident_update(*, incident: Incident, actor: User, **changes: Any) -> Incid
     _end_notice_check(incident)
     incident.save()
     if incident.status != IncidentStatus.DRAFT:
-        publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident))
+        _incident_changed(incident)
     return incident
 
 
@@ -256,7 +274,7 @@ def incident_open(*, incident: Incident, actor: User) -> Incident:
     if incident.status != IncidentStatus.DRAFT:
         raise ApplicationError(_("Only a draft can be opened."), code="not_draft", status=409)
     _open(incident, IncidentStatus.ACCEPTING)
-    publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident))
+    _incident_changed(incident)
     return incident
 
 
@@ -271,7 +289,7 @@ def incident_complete(*, incident: Incident, actor: User) -> Incident:
     incident.completed_by = actor
     incident.save(update_fields=["status", "completed_at", "completed_by"])
     Dispatch.objects.filter(incident=incident, finished_at__isnull=True).update(finished_at=incident.completed_at)
-    publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident))
+    _incident_changed(incident)
     return incident
 
 
@@ -399,7 +417,7 @@ def dispatch_create(*, incident: Incident, actor: User | None, target: Mapping[s
     else:
         _requeue(incident, dispatch, rows, now)
     _open(incident, IncidentStatus.SENDING)
-    publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident, dispatch))
+    _incident_changed(incident, dispatch)
     from safety.tasks import dispatch_run, incident_admins_notify
 
     dispatch_id, incident_id = dispatch.id, incident.id
@@ -661,7 +679,7 @@ def _dispatch_finish(dispatch: Dispatch) -> None:
     if incident.status == IncidentStatus.SENDING and not unfinished:
         incident.status = IncidentStatus.ACCEPTING
         incident.save(update_fields=["status"])
-        publish_on_commit(org_group(incident.organization_id), INCIDENT_CHANGED, _incident_data(incident, dispatch))
+        _incident_changed(incident, dispatch)
 
 
 def stalled_dispatch_ids(*, now: datetime | None = None) -> list[int]:
@@ -746,6 +764,8 @@ def answer_submit(
     # its next load. No outbox row and stream counter per answer, so a burst of answers stays cheap (P5).
     group = user_group(person.id)
     transaction.on_commit(lambda: publish_now(group, ANSWER_RECORDED, data), robust=True)
+    # The boards read the numbers on their ticker's next look: one cache write, not a frame per answer.
+    transaction.on_commit(partial(board_touch, incident.id), robust=True)
     recipient.status, recipient.needs_help, recipient.answer = clean.status, clean.needs_help, answer
     recipient.answer_count, recipient.first_answered_at, recipient.answered_at = count, first, answer.created_at
     return answer
@@ -973,3 +993,73 @@ def incidents_unnotified(*, now: datetime | None = None) -> list[int]:
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.SAFETY_CLAIM_STALE_SECONDS)
     return list(Incident.objects.filter(opened_at__lt=stale, notified_at__isnull=True).values_list("id", flat=True))
+
+
+# --- Instructions (対策指示) and the instruction room (対策室) -------------------------------------------------
+
+MAX_INSTRUCTION = 2000
+
+
+@transaction.atomic
+def instruction_post(*, incident: Incident, actor: User, body: str) -> Instruction:
+    """Post an instruction to everyone the incident asked: it streams to every open board of the incident, pages
+    of the people asked fetch it, and each of them gets a web push that opens their answer page."""
+    incident = Incident.objects.select_for_update().select_related("organization").get(id=incident.id)
+    if not incident.is_open:
+        raise ApplicationError(
+            _("Instructions can be posted only while the incident accepts answers."),
+            code="incident_not_open",
+            status=409,
+        )
+    body = str(body or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    if not body:
+        raise ApplicationError(_("Write the instruction."), code="empty_instruction")
+    if len(body) > MAX_INSTRUCTION:
+        raise ApplicationError(
+            _("An instruction is at most %(n)d characters.") % {"n": MAX_INSTRUCTION}, code="instruction_too_long"
+        )
+    instruction = Instruction.objects.create(incident=incident, author=actor, body=body, created_at=timezone.now())
+    data = instruction_data(instruction)
+    # Every board of the incident, the whole one and each department's (their counters exist once opened).
+    for key in sorted(set(board_stream_keys(incident.id)) | {board_group(incident.id)}):
+        publish_on_commit(key, BOARD_INSTRUCTION, data)
+    recipients = list(Recipient.objects.filter(incident=incident).values_list("person_id", flat=True))
+    drill = "【訓練 DRILL】" if incident.is_drill else ""
+    event: InstructionEventData = {"incident_id": incident.id, "id": instruction.id}
+    publish_on_commit(
+        org_group(incident.organization_id),
+        INSTRUCTION_POSTED,
+        event,
+        push=push_request(
+            recipients,
+            # One notification for everyone, whatever their language.
+            title=f"{drill}対策指示 / Instruction: {incident.title}"[:200],
+            body=body[:300],
+            url=f"/{incident.organization.slug}/safety/{incident.id}/",
+            tag=f"instruction-{instruction.id}",
+            ttl=PUSH_TTL,
+            urgency="high",
+        ),
+    )
+    return instruction
+
+
+def instruction_room_open(*, incident: Incident, actor: User, member_ids: Sequence[int] = ()) -> Room:
+    """The incident's instruction room (対策室), created the first time with the chosen people; later calls add
+    the chosen people. Whoever manages incidents and opens it becomes one of its administrators."""
+    with transaction.atomic():
+        incident = Incident.objects.select_for_update().get(id=incident.id)
+        wanted = [int(i) for i in member_ids]
+        room = incident.room
+        if room is None:
+            name = _("Instruction room: %(title)s") % {"title": incident.title}
+            if len(name) > 100:
+                name = name[:99] + "…"
+            room = room_instruction_create(creator=actor, name=name, member_ids=wanted)
+            incident.room = room
+            incident.save(update_fields=["room"])
+            return room
+        room_admin_grant(room=room, user=actor)
+        if wanted:
+            room_members_add(actor=actor, room=room, member_ids=wanted)
+        return room

@@ -284,6 +284,13 @@ PUSH_CONCURRENCY = env_int("PUSH_CONCURRENCY", 50, minimum=1, maximum=1000)
 EVENT_RETENTION_HOURS = env_int("EVENT_RETENTION_HOURS", 24, minimum=1)
 # A reconnecting client further behind than this gets a snapshot instead of a replay.
 EVENT_REPLAY_LIMIT = env_int("EVENT_REPLAY_LIMIT", 200, minimum=1)
+# The live disaster board: one ticker per incident sends each board at most one frame per BOARD_FRAME_MS,
+# looks for changes every BOARD_POLL_MS, re-reads the numbers every BOARD_REFRESH_SECONDS regardless, and holds
+# its lease (so only one web process ticks per incident) for BOARD_LEASE_SECONDS at a time.
+BOARD_FRAME_MS = env_int("BOARD_FRAME_MS", 500, minimum=100)
+BOARD_POLL_MS = env_int("BOARD_POLL_MS", 250, minimum=50)
+BOARD_REFRESH_SECONDS = env_int("BOARD_REFRESH_SECONDS", 5, minimum=1)
+BOARD_LEASE_SECONDS = env_int("BOARD_LEASE_SECONDS", 5, minimum=2)
 
 # --- Talk (chat) ----------------------------------------------------------------------------------------
 # Uploaded files and archived talk logs live here, outside the static root, under random names.

@@ -1,0 +1,465 @@
+"""The live disaster board: what a board shows, and the frames its ticker sends.
+
+Stream `board.<incident>` is the whole incident (crisis managers, safety administrators, managers);
+`board.<incident>-<department>` is one department's subtree (a department manager's own, or a narrower view
+that anyone who may see that subtree can open). The stream name is the channel-layer group name, so a socket
+only ever joins a group whose every frame it may read.
+
+Every frame holds absolute numbers: a board that missed one needs only the next, and the snapshot sent on
+subscribe, on reconnect or on a gap has the same shape. Frames are not kept in the outbox: their sequence
+numbers are bumped on the stream's counter (consumers.models.Stream) inside the transaction that reads the
+numbers, so a snapshot taken under the same row lock is never older than a frame numbered after it.
+
+One ticker per incident (consumers/ticker.py) calls `board_tick`; answers only mark the incident dirty
+(`board_touch`), so a burst of a thousand answers costs a few reads of the tally, not a thousand frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
+from django.http import Http404
+from django.utils import timezone
+
+from consumers.models import Stream
+from consumers.publisher import wire_frame
+from directory.models import Department, User
+from safety.models import Incident, Instruction, Recipient
+from safety.selectors import access_incident, result_scope
+
+BOARD_TALLY: Literal["board.tally"] = "board.tally"
+BOARD_INSTRUCTION: Literal["board.instruction"] = "board.instruction"
+ATTENTION_LIMIT = 50  # people shown at the top of one board
+ATTENTION_FETCH = 500  # read once per tick for all of an incident's boards
+SERIES_POINTS = 120
+SERIES_MIN_WIDTH = 10  # seconds
+MILESTONES = (25, 50, 75)
+INSTRUCTIONS_SHOWN = 50
+STATUSES = ("safe", "minor", "serious", "answered", "none")
+
+_KEY_RE = re.compile(r"^([1-9][0-9]{0,17})(?:-([1-9][0-9]{0,17}))?$")
+
+
+def board_group(incident_id: int, department_id: int | None = None) -> str:
+    return f"board.{incident_id}" if department_id is None else f"board.{incident_id}-{department_id}"
+
+
+def _parse_key(key: str) -> tuple[int, int | None]:
+    match = _KEY_RE.match(key)
+    if match is None:
+        raise Http404
+    return int(match.group(1)), int(match.group(2)) if match.group(2) else None
+
+
+def _dirty_key(incident_id: int) -> str:
+    return f"board:dirty:{incident_id}"
+
+
+def board_touch(incident_id: int) -> None:
+    """The incident's numbers may have changed: its ticker reads them on its next tick. Call after commit."""
+    cache.set(_dirty_key(incident_id), 1, timeout=3600)
+
+
+def board_take_dirty(ticker_key: str) -> bool:
+    """Whether the incident was touched since the last call (and clear it)."""
+    return bool(cache.delete(_dirty_key(int(ticker_key))))
+
+
+# --- Who may read which board ---------------------------------------------------------------------------------
+
+
+def board_access(user: User, key: str) -> tuple[Incident, int | None]:
+    """The incident and department of a board key that `user` may read; Http404 otherwise. The whole incident
+    needs an organisation-wide view; a department's subtree needs that department inside the caller's scope."""
+    incident_id, department_id = _parse_key(key)
+    incident = access_incident(user, incident_id)
+    scope = result_scope(user)
+    if department_id is None:
+        if scope is not None:
+            raise Http404
+    elif not Department.objects.filter(id=department_id, organization_id=user.organization_id).exists() or (
+        scope is not None and department_id not in scope
+    ):
+        raise Http404
+    return incident, department_id
+
+
+def board_key_for(user: User, incident: Incident) -> str:
+    """The board a person opens by default: the whole incident, or a department manager's own subtree."""
+    if result_scope(user) is None or not user.department_id:
+        return board_group(incident.id)
+    return board_group(incident.id, user.department_id)
+
+
+def board_stream_access(user: User, key: str) -> str:
+    incident, department_id = board_access(user, key)
+    return board_group(incident.id, department_id)
+
+
+def board_stream_snapshot(user: User, key: str) -> dict[str, object]:
+    incident, department_id = board_access(user, key)
+    return board_snapshot(incident, department_id)
+
+
+def board_snapshot(incident: Incident, department_id: int | None) -> dict[str, Any]:
+    """What a board shows on subscribe: the numbers and the latest instructions."""
+    data: dict[str, Any] = board_view(board_source(incident), department_id)
+    data["instructions"] = instruction_list(incident=incident)
+    return data
+
+
+# --- Instructions -----------------------------------------------------------------------------------------------
+
+
+def instruction_data(instruction: Instruction) -> dict[str, Any]:
+    author = instruction.author
+    return {
+        "id": instruction.id,
+        "incident_id": instruction.incident_id,
+        "body": instruction.body,
+        "author": author.display_name if author is not None else "",
+        "created_at": instruction.created_at.isoformat(),
+    }
+
+
+def instruction_list(*, incident: Incident, limit: int = INSTRUCTIONS_SHOWN) -> list[dict[str, Any]]:
+    """The incident's instructions, newest first."""
+    rows = Instruction.objects.filter(incident=incident).select_related("author").order_by("-created_at", "-id")
+    return [instruction_data(i) for i in rows[:limit]]
+
+
+def board_stream_keys(incident_id: int) -> list[str]:
+    """The boards of the incident that anyone has opened (each has a stream counter once snapshotted)."""
+    group = board_group(incident_id)
+    return list(
+        Stream.objects.filter(Q(key=group) | Q(key__startswith=f"{group}-"))
+        .order_by("key")
+        .values_list("key", flat=True)
+    )
+
+
+# --- Reading the numbers once per tick -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionRow:
+    person_id: int
+    department_id: int | None
+    name: str
+    department: str
+    status: str
+    needs_help: bool
+    answered_at: datetime | None
+    comment: str
+
+
+@dataclass
+class BoardSource:
+    """Everything the boards of one incident show, read in a few queries; each board is cut from it."""
+
+    incident: Incident
+    departments: dict[int, tuple[str, int | None, tuple[int, str]]]  # id -> (name, parent id, sort key)
+    counts: list[tuple[int | None, str, bool, int]]  # (department, status, needs help, people)
+    answered: list[tuple[int | None, float]]  # (department, first answer as epoch seconds), sorted by time
+    attention: list[AttentionRow]
+    start: float  # epoch seconds: when the incident opened
+    end: float  # now, or when it was completed
+
+    def subtree(self, department_id: int) -> set[int]:
+        children: dict[int, list[int]] = {}
+        for dept_id, (_name, parent_id, _order) in self.departments.items():
+            if parent_id is not None:
+                children.setdefault(parent_id, []).append(dept_id)
+        ids, frontier = {department_id}, [department_id]
+        while frontier:
+            frontier = [c for p in frontier for c in children.get(p, ()) if c not in ids]
+            ids.update(frontier)
+        return ids
+
+
+_ANSWERED_SQL = (
+    "SELECT u.department_id, EXTRACT(EPOCH FROM r.first_answered_at)::float8 FROM {recipient} r"
+    " JOIN {user} u ON u.id = r.person_id WHERE r.incident_id = %s AND r.first_answered_at IS NOT NULL"
+    " ORDER BY r.first_answered_at"
+)
+
+
+def _answered_times(incident: Incident) -> list[tuple[int | None, float]]:
+    if connection.vendor == "postgresql":
+        # Epoch floats: reading 10,000 timestamps with their time zones costs several times more.
+        sql = _ANSWERED_SQL.format(recipient=Recipient._meta.db_table, user=User._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [incident.id])
+            return [(d, float(t)) for d, t in cursor.fetchall()]
+    rows = (
+        Recipient.objects.filter(incident=incident, first_answered_at__isnull=False)
+        .order_by("first_answered_at")
+        .values_list("person__department_id", "first_answered_at")
+    )
+    return [(d, t.timestamp()) for d, t in rows if t is not None]
+
+
+def board_source(incident: Incident, *, now: datetime | None = None) -> BoardSource:
+    departments: dict[int, tuple[str, int | None, tuple[int, str]]] = {
+        d: (name, parent, (order, code))
+        for d, name, parent, order, code in Department.objects.filter(
+            organization_id=incident.organization_id
+        ).values_list("id", "name", "parent_id", "sort_order", "code")
+    }
+    counts = [
+        (d, status or "none", bool(helped), n)
+        for d, status, helped, n in Recipient.objects.filter(incident=incident)
+        .values_list("person__department_id", "status", "needs_help")
+        .annotate(n=Count("id"))
+        .order_by()
+    ]
+    attention_rows = (
+        Recipient.objects.filter(incident=incident)
+        .filter(Q(status="serious") | Q(needs_help=True))
+        .select_related("person", "answer")
+        .only(
+            "person_id",
+            "status",
+            "needs_help",
+            "answered_at",
+            "person__last_name",
+            "person__first_name",
+            "person__login_id",
+            "person__department_id",
+            "answer__values",
+        )
+        .order_by(F("answered_at").desc(nulls_last=True), "-id")[:ATTENTION_FETCH]
+    )
+    attention = []
+    for r in attention_rows:
+        department_id = r.person.department_id
+        values = r.answer.values if r.answer is not None and isinstance(r.answer.values, dict) else {}
+        comment = values.get("comment")
+        attention.append(
+            AttentionRow(
+                person_id=r.person_id,
+                department_id=department_id,
+                name=r.person.display_name,
+                department=departments[department_id][0] if department_id in departments else "",
+                status=r.status or "none",
+                needs_help=r.needs_help,
+                answered_at=r.answered_at,
+                comment=comment[:200] if isinstance(comment, str) else "",
+            )
+        )
+    start = incident.opened_at or incident.created_at
+    end = incident.completed_at or now or timezone.now()
+    return BoardSource(
+        incident=incident,
+        departments=departments,
+        counts=counts,
+        answered=_answered_times(incident),
+        attention=attention,
+        start=start.timestamp(),
+        end=max(end.timestamp(), start.timestamp()),
+    )
+
+
+# --- One board, cut from the source ---------------------------------------------------------------------------------
+
+
+def _counts_dict() -> dict[str, int]:
+    return {s: 0 for s in STATUSES}
+
+
+def _rate(answered: int, total: int) -> float:
+    return round(answered / total, 4) if total else 0.0
+
+
+def _series(times: list[float], start: float, end: float) -> dict[str, Any]:
+    """Cumulative first answers at the end of each interval since the incident opened (at most SERIES_POINTS)."""
+    span = max(end - start, 1.0)
+    width = max(SERIES_MIN_WIDTH, math.ceil(span / SERIES_POINTS / SERIES_MIN_WIDTH) * SERIES_MIN_WIDTH)
+    buckets = [0] * max(1, math.ceil(span / width))
+    for t in times:
+        index = min(len(buckets) - 1, max(0, int((t - start) // width)))
+        buckets[index] += 1
+    running, points = 0, []
+    for n in buckets:
+        running += n
+        points.append(running)
+    return {"width": width, "points": points}
+
+
+def _milestones(times: list[float], total: int, start: float) -> list[dict[str, Any]]:
+    """When 25, 50 and 75 % of the people asked had answered, in seconds after the incident opened."""
+    rows = []
+    for percent in MILESTONES:
+        needed = math.ceil(total * percent / 100) if total else 0
+        if needed and len(times) >= needed:
+            t = times[needed - 1]
+            rows.append(
+                {
+                    "percent": percent,
+                    "seconds": max(0, round(t - start)),
+                    "at": datetime.fromtimestamp(t, tz=timezone.get_current_timezone()).isoformat(),
+                }
+            )
+        else:
+            rows.append({"percent": percent, "seconds": None, "at": None})
+    return rows
+
+
+def board_view(source: BoardSource, department_id: int | None) -> dict[str, Any]:
+    """The board of the whole incident (None) or of one department's subtree. Pure: no queries."""
+    incident = source.incident
+    scope = None if department_id is None else source.subtree(department_id)
+    per_department: dict[int | None, dict[str, Any]] = {}
+    total_counts = _counts_dict()
+    total_help = total_attention = 0
+    for dept, status, helped, n in source.counts:
+        if scope is not None and dept not in scope:
+            continue
+        row = per_department.get(dept)
+        if row is None:
+            row = per_department[dept] = {"counts": _counts_dict(), "needs_help": 0}
+        row["counts"][status] = row["counts"].get(status, 0) + n
+        total_counts[status] = total_counts.get(status, 0) + n
+        if helped:
+            row["needs_help"] += n
+            total_help += n
+        if helped or status == "serious":
+            total_attention += n
+
+    def order(dept: int | None) -> tuple[int, int, str]:
+        info = source.departments.get(dept) if dept is not None else None
+        return (1, 0, "") if info is None else (0, *info[2])
+
+    departments = []
+    for dept in sorted(per_department, key=order):
+        row = per_department[dept]
+        people = sum(row["counts"].values())
+        answered = people - row["counts"]["none"]
+        info = source.departments.get(dept) if dept is not None else None
+        departments.append(
+            {
+                "id": dept,
+                "name": info[0] if info else "",
+                "total": people,
+                "answered": answered,
+                "rate": _rate(answered, people),
+                "counts": row["counts"],
+                "needs_help": row["needs_help"],
+            }
+        )
+    people = sum(total_counts.values())
+    answered = people - total_counts["none"]
+    times = [t for dept, t in source.answered if scope is None or dept in scope]
+    attention = [
+        {
+            "id": a.person_id,
+            "name": a.name,
+            "department": a.department,
+            "status": a.status,
+            "needs_help": a.needs_help,
+            "answered_at": a.answered_at.isoformat() if a.answered_at else None,
+            "comment": a.comment,
+        }
+        for a in source.attention
+        if scope is None or a.department_id in scope
+    ]
+    # Serious injuries first, then requests for help; newest first within each.
+    attention.sort(key=lambda a: 0 if a["status"] == "serious" else 1)
+    start = datetime.fromtimestamp(source.start, tz=timezone.get_current_timezone())
+    return {
+        "incident": {
+            "id": incident.id,
+            "title": incident.title,
+            "status": incident.status,
+            "status_label": str(incident.get_status_display()),
+            "is_drill": incident.is_drill,
+            "is_open": incident.is_open,
+            "opened_at": start.isoformat(),
+            "completed_at": incident.completed_at.isoformat() if incident.completed_at else None,
+            "has_safety": any(q.get("key") == "safety" for q in incident.questions),
+        },
+        "scope": {
+            "department_id": department_id,
+            "name": source.departments[department_id][0] if department_id in source.departments else "",
+        },
+        "total": {
+            "total": people,
+            "answered": answered,
+            "rate": _rate(answered, people),
+            "counts": total_counts,
+            "needs_help": total_help,
+            "attention": total_attention,
+        },
+        "departments": departments,
+        "attention": attention[:ATTENTION_LIMIT],
+        "series": {"start": start.isoformat(), **_series(times, source.start, source.end)},
+        "milestones": _milestones(times, people, source.start),
+        "frozen": incident.status == "completed",
+    }
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class BoardFrame:
+    stream: str
+    seq: int
+    text: str
+    digest: str
+
+
+def board_tick(ticker_key: str, sent: MutableMapping[str, str]) -> list[BoardFrame]:
+    """Frames for every open board of the incident whose numbers differ from what was last sent (`sent`:
+    stream -> digest, kept by the ticker; update it once the frames are out). The stream counters are locked
+    while the numbers are read, so frame numbers follow the data's age, also against snapshots."""
+    incident_id = int(ticker_key)
+    with transaction.atomic():
+        keys = list(
+            Stream.objects.select_for_update()
+            .filter(Q(key=board_group(incident_id)) | Q(key__startswith=f"{board_group(incident_id)}-"))
+            .order_by("key")
+            .values_list("key", flat=True)
+        )
+        incident = Incident.objects.filter(id=incident_id).first()
+        if not keys or incident is None:
+            return []
+        source = board_source(incident)
+        changed: dict[str, tuple[dict[str, Any], str]] = {}
+        for key in keys:
+            _incident, department_id = _parse_key(key.split(".", 1)[1])
+            if department_id is not None and department_id not in source.departments:
+                continue  # the department was removed from the directory
+            data = board_view(source, department_id)
+            digest = _digest(data)
+            if sent.get(key) != digest:
+                changed[key] = (data, digest)
+        if not changed:
+            return []
+        Stream.objects.filter(key__in=list(changed)).update(last_seq=F("last_seq") + 1)
+        seqs = dict(Stream.objects.filter(key__in=list(changed)).values_list("key", "last_seq"))
+    return [
+        BoardFrame(
+            stream=key,
+            seq=seqs[key],
+            text=wire_frame(stream=key, seq=seqs[key], event_type=BOARD_TALLY, data=data),
+            digest=digest,
+        )
+        for key, (data, digest) in changed.items()
+    ]
+
+
+def board_ticker_key(stream: str) -> str:
+    """All boards of one incident share one ticker, keyed by the incident id."""
+    return str(_parse_key(stream.split(".", 1)[1])[0])
