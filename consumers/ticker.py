@@ -85,10 +85,11 @@ class Ticker:
         self.owner = owner
         self.clock = clock
         self.sleep = sleep
-        # Tests pass a run_sync that calls straight through; by default the cache calls run in a worker thread
-        # and the read of the state in Channels' database thread (which closes stale connections).
+        # Tests pass a run_sync that calls straight through. By default both run in a worker thread of their own,
+        # not the one thread that serves the process's sync views and consumers, so a read of the numbers never
+        # holds up the answers being posted; the database wrapper closes the connection it used afterwards.
         self.run_cache = run_sync or (lambda fn: sync_to_async(fn, thread_sensitive=False))
-        self.run_db = run_sync or database_sync_to_async
+        self.run_db = run_sync or (lambda fn: database_sync_to_async(fn, thread_sensitive=False))
         self.poll = settings.BOARD_POLL_MS / 1000
         self.gap = settings.BOARD_FRAME_MS / 1000
         self.refresh = float(settings.BOARD_REFRESH_SECONDS)

@@ -438,7 +438,10 @@ def board_tick(ticker_key: str, sent: MutableMapping[str, str]) -> list[BoardFra
         source = board_source(incident)
         changed: dict[str, tuple[dict[str, Any], str]] = {}
         for key in keys:
-            _incident, department_id = _parse_key(key.split(".", 1)[1])
+            try:
+                _incident, department_id = _parse_key(key.split(".", 1)[1])
+            except Http404:
+                continue
             if department_id is not None and department_id not in source.departments:
                 continue  # the department was removed from the directory
             data = board_view(source, department_id)
