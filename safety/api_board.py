@@ -25,7 +25,8 @@ def _department_param(request: Request) -> int | None:
     raw = request.query_params.get("department", "")
     if not raw:
         return None
-    if not raw.isdigit():
+    # ASCII digits only: str.isdigit() is also true for "²" (int() fails: a 500) or "١" (read as 1).
+    if not (raw.isascii() and raw.isdigit()):
         raise Http404
     return int(raw)
 
@@ -52,7 +53,11 @@ class BoardApi(OrgAPIView):
     def get(self, request: Request, slug: str, incident_id: int) -> Response:
         incident = access_incident(self.person, incident_id)
         department_id = _department_param(request)
-        stream = board_group(incident.id, department_id) if department_id else board_key_for(self.person, incident)
+        # ?department=0 names no department: 404 (board_access refuses the key), not the caller's default board.
+        if department_id is None:
+            stream = board_key_for(self.person, incident)
+        else:
+            stream = board_group(incident.id, department_id)
         incident, department_id = board_access(self.person, stream.split(".", 1)[1])
         return Response({"stream": stream, "board": board_snapshot(incident, department_id)})
 
