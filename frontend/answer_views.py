@@ -2,6 +2,10 @@
 (/<slug>/answer/<token>/), and in the PWA their open requests (/<slug>/safety/) and the answer page
 (/<slug>/safety/<incident_id>/).
 
+Both answer pages show the incident's instructions (対策指示), newest first, rendered here so the link page shows
+them without JavaScript; answer.js keeps them current (the org stream's `safety.instruction` in the app, a poll
+of the link's GET on the link page).
+
 Both answer pages render one template (frontend/safety/answer.html) from the REST API's `request_data` shape, and
 frontend/static/frontend/answer.js sends the answer to the REST API (one tap on a safety button sends it). The
 page is also a real form that posts back here, so a phone without JavaScript can answer too: the view calls the
@@ -22,6 +26,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
@@ -34,6 +39,7 @@ from directory.selectors import organization_get
 from frontend.views import _page, org_page
 from safety import selectors, services
 from safety.api_safety import ANSWER_RATE_PER_MINUTE, link_recipient, request_data
+from safety.board import instruction_list
 from safety.models import AnswerSource, Recipient
 from safety.questions import SAFETY_KEY
 
@@ -60,6 +66,9 @@ def _texts() -> dict[str, str]:
         "location_failed": _("Your location could not be found (%(reason)s). You can still answer."),
         "location_denied": _("Location was not shared. You can still answer."),
         "location_unsupported": _("This browser cannot share a location. You can still answer."),
+        "instruction_new": pgettext("safety instructions", "New"),
+        "instruction_by": _("From %(author)s"),
+        "instruction_drill": _("DRILL"),
     }
 
 
@@ -94,6 +103,11 @@ def _answer_summary(data: Mapping[str, Any], *, closed: bool = False, listed: bo
         )
     status = answer["status"] if answer["status"] in ICONS else "answered"
     return {"status": status, "icon": ICONS[status], "text": text % values}
+
+
+def _instructions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The instructions as the page shows them (newest first, as the API lists them), each with its time."""
+    return [{**row, "when": _when(row["created_at"])} for row in rows]
 
 
 def _form(data: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -142,7 +156,7 @@ def _answer_page(
 ) -> HttpResponseBase | dict[str, Any]:
     """The answer page of either kind, as a template context; on a POST (no JavaScript) record the answer and
     redirect back to the page. A wrong answer is shown on the page, never a server error."""
-    data = request_data(recipient, language=language)
+    data = request_data(recipient, language=language, with_instructions=True)
     context: dict[str, Any] = {}
     values: Mapping[str, Any] = data["answer"]["values"] if data["answer"] else {}
     if request.method == "POST":
@@ -167,6 +181,7 @@ def _answer_page(
         "safety": safety,
         "questions": others,
         "safety_current": data["answer"]["values"].get(SAFETY_KEY, "") if data["answer"] else "",
+        "instructions": _instructions(data["instructions"]),
         "page_data": {
             "endpoint": endpoint,
             "via": via,
@@ -260,12 +275,20 @@ def link_answer_page(request: HttpRequest, slug: str, token: str) -> HttpRespons
 @require_GET
 @org_page()
 def my_requests_page(request: HttpRequest, organization: Organization) -> HttpResponse:
-    """The open safety checks the person was asked to answer, newest first, each with their answer so far."""
+    """The open safety checks the person was asked to answer, newest first, each with their answer so far and
+    the latest instruction (the whole list is on the answer page). Open requests are few: one query each."""
     person = request_person(request)
     rows = []
     for recipient in selectors.open_requests(person=person):
         data = request_data(recipient, language=person.language)
-        rows.append({"incident": data["incident"], "current": _answer_summary(data, listed=True)})
+        latest = _instructions(instruction_list(incident=recipient.incident, limit=1))
+        rows.append(
+            {
+                "incident": data["incident"],
+                "current": _answer_summary(data, listed=True),
+                "instruction": latest[0] if latest else None,
+            }
+        )
     return _page(request, "frontend/safety/_answer_mine.html", organization, requests=rows)
 
 

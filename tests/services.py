@@ -107,6 +107,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         DATABASE_URL=test_database_url(),
         STATE_DIR=str(settings.STATE_DIR),
         CHANNEL_REDIS_PREFIX=str(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "asgi")),
+        # The servers of one test run share their cache keys (leases, dirty marks), apart from other runs'.
+        CACHE_KEY_PREFIX=f"test{os.getpid()}-cache",
         PYTHONUNBUFFERED="1",
         PUSH_ALLOW_LOOPBACK_HTTP="true",
     )

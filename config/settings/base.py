@@ -154,7 +154,7 @@ if CHANNEL_REDIS_URLS:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "cache",
+            "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "cache"),
         }
     }
 else:

@@ -3,6 +3,11 @@
 // collects it, and only taken when the person taps "Share my location". Answers go to the REST API as JSON
 // (#answer-data says where, how and the texts, translated by the server); without JavaScript the same page is a
 // plain form that posts back to the page.
+//
+// The incident's instructions (対策指示) are rendered by the server, newest first. In the app they follow the
+// organisation stream: on `safety.instruction` for this incident the page fetches the request again (after a
+// random 0–2 s, so every phone of the company does not ask in the same instant) and adds the new ones on top,
+// marked "new". The link page has no socket: it asks the link's GET every 60 s while it is visible.
 import { onEvent } from "./app.js";
 
 const root = document.getElementById("answer");
@@ -18,6 +23,10 @@ let state = D.request;          // the request as the API last answered it
 let position = null;            // {latitude, longitude, accuracy} once the person chose to share it
 let lastClicked = null;         // the submit button, for browsers without SubmitEvent.submitter
 let busy = false;
+const instructionSection = document.getElementById("instructions");
+const instructionList = document.getElementById("instruction-list");
+const instructionsSeen = new Set((D.request?.instructions || []).map((i) => i.id));
+let instructionsLoaded = Date.now();
 
 function readJson(id) {
   const node = document.getElementById(id);
@@ -71,6 +80,7 @@ function errorText(err) {
 
 // --- Showing the request as the server has it ------------------------------------------------------------
 function render() {
+  if (!form) return;  // answers are closed: the page shows the last answer as the server rendered it
   const answer = state.answer;
   const current = answer?.values?.safety || "";
   for (const button of form.querySelectorAll('button[name="safety"]')) {
@@ -88,6 +98,85 @@ function render() {
     currentBox.replaceChildren(icon, text);
     currentBox.hidden = false;
   }
+}
+
+// --- Instructions (対策指示) ------------------------------------------------------------------------------
+function instructionItem(instruction) {
+  const li = document.createElement("li");
+  li.className = "instruction";
+  li.dataset.instruction = instruction.id;
+  const meta = document.createElement("p");
+  meta.className = "instruction-meta";
+  if (state.incident.is_drill) {
+    const drill = document.createElement("span");
+    drill.className = "instruction-drill";
+    drill.textContent = T.instruction_drill;
+    meta.append(drill);
+  }
+  const time = document.createElement("time");
+  time.dateTime = instruction.created_at;
+  time.textContent = when(instruction.created_at);
+  meta.append(time);
+  if (instruction.author) {
+    const author = document.createElement("span");
+    author.className = "instruction-author";
+    author.textContent = fmt(T.instruction_by, { author: instruction.author });
+    meta.append(author);
+  }
+  const body = document.createElement("p");
+  body.className = "instruction-body";
+  body.textContent = instruction.body;
+  li.append(meta, body);
+  return li;
+}
+
+// Show the list as the server has it (newest first): items already on the page stay as they are (so a screen
+// reader announces only the additions), new ones are built and marked "new".
+function renderInstructions(instructions) {
+  if (!instructionList || !Array.isArray(instructions)) return;
+  instructionsLoaded = Date.now();
+  const present = new Map([...instructionList.querySelectorAll("li[data-instruction]")].map((li) => [Number(li.dataset.instruction), li]));
+  const nodes = instructions.map((instruction) => {
+    const known = present.get(instruction.id);
+    if (known) return known;
+    const li = instructionItem(instruction);
+    if (!instructionsSeen.has(instruction.id)) {
+      li.classList.add("is-new");
+      const mark = document.createElement("span");
+      mark.className = "instruction-new";
+      mark.textContent = T.instruction_new;
+      li.querySelector(".instruction-meta").prepend(mark);
+      instructionsSeen.add(instruction.id);
+    }
+    return li;
+  });
+  // Only insert and move: removing and re-adding the ones already there would announce them again.
+  let before = instructionList.firstChild;
+  for (const node of nodes) {
+    if (node === before) { before = node.nextSibling; continue; }
+    instructionList.insertBefore(node, before);
+  }
+  const keep = new Set(nodes);
+  for (const li of present.values()) if (!keep.has(li)) li.remove();
+  instructionSection.hidden = nodes.length === 0;
+}
+
+// The request again from the server (the app's own API, or the link's GET): the answer given elsewhere and
+// the instructions. An answer being sent from this page wins over what this read says about the answer.
+async function refresh() {
+  try {
+    const response = await fetch(D.endpoint, { credentials: D.csrf ? "same-origin" : "omit" });
+    if (!response.ok) return;
+    const json = await response.json();
+    renderInstructions(json.instructions);
+    // Answers closed meanwhile: the page shows that (and the last answer) only as rendered by the server.
+    if (form && json.incident && !json.incident.is_open) { location.reload(); return; }
+    if (!busy) { state = { ...json }; delete state.instructions; render(); }
+  } catch { /* the next event, poll or a reload shows it */ }
+}
+
+function refreshSoon() {
+  setTimeout(refresh, Math.random() * 2000);
 }
 
 // --- Sending --------------------------------------------------------------------------------------------
@@ -207,13 +296,27 @@ if (form && state) {
   }
   // In the app, an answer given on another device (or by a manager, by proxy) shows here too.
   if (root.dataset.mode === "app") {
-    onEvent("safety.answered", async (frame) => {
+    onEvent("safety.answered", (frame) => {
       if (frame.data?.incident_id !== state.incident.id || busy) return;
       if (state.answer && frame.data.answered_at === state.answer.created_at) return;
-      try {
-        const response = await fetch(D.endpoint, { credentials: "same-origin" });
-        if (response.ok) { state = await response.json(); render(); }
-      } catch { /* the next event or a reload shows it */ }
+      refresh();
+    });
+  }
+}
+
+if (state) {
+  if (root.dataset.mode === "app") {
+    onEvent("safety.instruction", (frame) => {
+      if (Number(frame.data?.incident_id) === state.incident.id && !instructionsSeen.has(frame.data.id)) refreshSoon();
+    });
+    // A snapshot after the first means the socket was away and events may have been missed: ask again.
+    let snapshots = 0;
+    onEvent("snapshot:org", () => { if (snapshots++ > 0) refreshSoon(); });
+  } else if (state.incident.is_open) {
+    // The link page: no socket, so look every minute while someone can see it, and at once on coming back.
+    setInterval(() => { if (document.visibilityState === "visible") refresh(); }, 60000);
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && Date.now() - instructionsLoaded > 60000) refresh();
     });
   }
   root.dataset.ready = "1";

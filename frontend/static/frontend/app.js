@@ -186,9 +186,11 @@ onEvent("snapshot:org", (frame) => {
 // itself gets its texts from the server.
 const SAFETY_TEXTS = {
   ja: { check: "安否確認：%s", answer_now: "今すぐ回答", change: "回答を変更", drill: "訓練", none: "未回答",
-    answered: "回答済み", waiting: "回答を待っている安否確認" },
+    answered: "回答済み", waiting: "回答を待っている安否確認", instruction: "新しい対策指示：%s", open: "確認する",
+    dismiss: "この対策指示の通知を閉じる" },
   en: { check: "Safety check: %s", answer_now: "Answer now", change: "Change answer", drill: "DRILL", none: "No answer yet",
-    answered: "Answered", waiting: "Safety checks waiting for your answer" },
+    answered: "Answered", waiting: "Safety checks waiting for your answer", instruction: "New instruction: %s", open: "Read",
+    dismiss: "Dismiss this instruction notice" },
 };
 const ST = SAFETY_TEXTS[document.documentElement.lang] || SAFETY_TEXTS.ja;
 const SAFETY_ICONS = { safe: "✓", minor: "▲", serious: "✚", answered: "✓" };
@@ -228,12 +230,83 @@ function safetyTitle(request) {
   return `${request.incident.is_drill ? `[${ST.drill}] ` : ""}${request.incident.title}`;
 }
 
-function renderSafetyBanner(requests) {
+// --- New instructions (対策指示) in the same banner ------------------------------------------------------
+// When the organisation stream says an instruction was posted, the person's request for that incident is fetched
+// (after a random 0–2 s); people who were not asked get 404 and see nothing. The latest instruction per incident
+// stays in the banner, across the pages of this tab, until the person opens the answer page (which lists them
+// all), puts it away, or the incident closes.
+const NOTES_KEY = `tsunagu.instructions.${org}`;
+function answerPageIncident() { return Number(document.getElementById("answer")?.dataset.incident || 0); }
+function boardIncident() { return Number(document.getElementById("board")?.dataset.incident || 0); }
+
+function readNotes() {
+  try { return JSON.parse(sessionStorage.getItem(NOTES_KEY) || "{}") || {}; } catch { return {}; }
+}
+function writeNotes(notes) {
+  try {
+    if (Object.keys(notes).length) sessionStorage.setItem(NOTES_KEY, JSON.stringify(notes));
+    else sessionStorage.removeItem(NOTES_KEY);
+  } catch { /* private mode: the note lasts as long as this page */ }
+}
+function dropNote(incidentId) {
+  const notes = readNotes();
+  if (!(incidentId in notes)) return;
+  delete notes[incidentId];
+  writeNotes(notes);
+}
+
+async function loadInstruction(incidentId, instructionId) {
+  let request;
+  try { request = await api(`safety/mine/${incidentId}/`); } catch { return; }  // 404: this person was not asked
+  const list = Array.isArray(request?.instructions) ? request.instructions : [];
+  if (!request.incident?.is_open || !list.length) return;
+  const instruction = list.find((i) => i.id === instructionId) || list[0];
+  const notes = readNotes();
+  if (notes[incidentId] && notes[incidentId].id >= instruction.id) return;
+  notes[incidentId] = {
+    id: instruction.id,
+    incident: incidentId,
+    line: String(instruction.body || "").split("\n").find((l) => l.trim())?.trim().slice(0, 140) || "",
+    drill: Boolean(request.incident.is_drill),
+    url: `/${org}/safety/${incidentId}/`,
+  };
+  writeNotes(notes);
+  await safetyStylesheet();
+  renderSafetyBanner();
+}
+
+function instructionItem(note) {
+  const link = safetyNode("a");
+  link.href = note.url;
+  link.dataset.instructionIncident = note.incident;
+  const icon = safetyNode("span", "safety-banner-icon", "!");
+  icon.setAttribute("aria-hidden", "true");
+  const text = `${note.drill ? `[${ST.drill}] ` : ""}${ST.instruction.replace("%s", () => note.line)}`;
+  const go = safetyNode("span", "safety-banner-go");
+  go.append(safetyNode("span", "safety-banner-go-word", ST.open), " ›");
+  link.append(icon, safetyNode("span", "safety-banner-text", text), go);
+  const close = safetyNode("button", "safety-banner-close", "×");
+  close.type = "button";
+  close.setAttribute("aria-label", ST.dismiss);
+  close.addEventListener("click", () => { dropNote(note.incident); renderSafetyBanner(); });
+  const item = safetyNode("li", "is-instruction");
+  item.dataset.note = note.id;
+  item.append(link, close);
+  return item;
+}
+
+let safetyRequests = [];
+
+function renderSafetyBanner(requests = safetyRequests) {
+  safetyRequests = requests;
   let banner = document.getElementById("safety-banner");
-  // Not on the page that answers it, nor on the list of them.
-  const here = Number(document.getElementById("answer")?.dataset.incident || 0);
+  // Not on the page that answers it, nor on the list of them; an instruction not on its own answer page or board.
+  const here = answerPageIncident();
   const waiting = document.getElementById("my-requests") ? [] : requests.filter((r) => !r.answer && r.incident.id !== here);
-  if (!waiting.length) { if (banner) banner.hidden = true; return; }
+  const notes = Object.values(readNotes())
+    .filter((n) => n.incident !== here && n.incident !== boardIncident())
+    .sort((a, b) => b.id - a.id);
+  if (!waiting.length && !notes.length) { if (banner) banner.hidden = true; return; }
   if (!banner) {
     banner = safetyNode("div", "safety-banner");
     banner.id = "safety-banner";
@@ -255,6 +328,7 @@ function renderSafetyBanner(requests) {
     item.append(link);
     list.append(item);
   }
+  for (const note of notes.slice(0, 3)) list.append(instructionItem(note));
   banner.replaceChildren(list);
   banner.hidden = false;
 }
@@ -284,6 +358,11 @@ async function loadSafetyRequests() {
   let requests;
   try { requests = await api("safety/mine/"); } catch { return; }
   if (load !== safetyLoads || !Array.isArray(requests)) return;  // a later load has answered already
+  // Instructions of incidents that are no longer open (or no longer this person's) are put away.
+  const notes = readNotes();
+  const open = new Set(requests.map((r) => String(r.incident.id)));
+  for (const key of Object.keys(notes)) if (!open.has(key)) delete notes[key];
+  writeNotes(notes);
   if (requests.length) await safetyStylesheet();
   renderSafetyBanner(requests);
   renderHomeRequests(requests);
@@ -301,6 +380,15 @@ if (body.dataset.streams) {
     if (banner && !banner.querySelector("li")) banner.hidden = true;
     loadSafetyRequestsSoon(false);
   });
+  onEvent("safety.instruction", (frame) => {
+    const incidentId = Number(frame.data?.incident_id);
+    const instructionId = Number(frame.data?.id);
+    // The answer page and the board of this incident show the instruction themselves.
+    if (!incidentId || incidentId === answerPageIncident() || incidentId === boardIncident()) return;
+    setTimeout(() => loadInstruction(incidentId, instructionId), Math.random() * 2000);
+  });
+  // Opening the answer page shows every instruction: the note has done its work.
+  if (answerPageIncident()) dropNote(answerPageIncident());
   // A snapshot after the first means the page missed events while away: ask again.
   let snapshots = 0;
   onEvent("snapshot:org", () => { if (snapshots++ > 0) loadSafetyRequestsSoon(true); });
@@ -357,6 +445,7 @@ setUpProfile();
 // that simply expired): a shared phone must not show the last person's pages.
 document.querySelectorAll('form[action$="/logout/"]').forEach((form) => {
   form.addEventListener("submit", async (event) => {
+    try { sessionStorage.removeItem(NOTES_KEY); } catch { /* nothing kept */ }
     if (!("caches" in window) || form.dataset.cleared) return;
     event.preventDefault();
     await caches.delete("pages-v1").catch(() => {});
@@ -364,4 +453,7 @@ document.querySelectorAll('form[action$="/logout/"]').forEach((form) => {
     form.submit();
   });
 });
-if (document.getElementById("login_id") && "caches" in window) caches.delete("pages-v1").catch(() => {});
+if (document.getElementById("login_id")) {
+  if ("caches" in window) caches.delete("pages-v1").catch(() => {});
+  try { sessionStorage.removeItem(NOTES_KEY); } catch { /* nothing kept */ }
+}

@@ -51,11 +51,14 @@ self.addEventListener("fetch", (event) => {
 self.addEventListener("push", (event) => {
   let data = {};
   try { data = event.data ? event.data.json() : {}; } catch (e) { data = { title: event.data.text() }; }
+  // An instruction (対策指示, tag instruction-<id>) is an order from the crisis team: like a safety request it
+  // stays on screen until tapped. Each has its own tag, so a second one never replaces the first.
+  const instruction = /^instruction-\d+$/.test(data.tag || "");
   event.waitUntil(self.registration.showNotification(data.title || "Tsunagu", {
     body: data.body || "",
     tag: data.tag || undefined,
     // A safety request stays on screen until tapped, and a resend alerts again under the same tag.
-    requireInteraction: Boolean(data.requireInteraction),
+    requireInteraction: Boolean(data.requireInteraction) || instruction,
     renotify: Boolean(data.tag && data.kind === "safety"),
     data: { url: data.url || "/" },
     icon: "{{ shell.2|escapejs }}",
