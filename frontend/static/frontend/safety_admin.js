@@ -144,13 +144,20 @@ function incidentItem(i) {
     meta.append(el("span", { text: T.not_sent }));
   }
   meta.append(el("span", { text: fmt(T.created, { when: when(i.created_at, { year: true }) }) }));
-  return el("li", { class: "incident-item", "data-id": i.id },
+  // The live board: for every incident that was opened, and the thing to click while it is open.
+  const boardLabel = $("incident-list")?.dataset.boardLabel;
+  const hasBoard = i.status !== "draft" && boardLabel && i.board_url;
+  const open = i.status === "accepting" || i.status === "sending";
+  return el("li", { class: `incident-item${hasBoard ? " has-board" : ""}`, "data-id": i.id },
     el("a", { class: "incident-link", href: i.url },
       el("span", { class: "incident-line" },
         incidentPill(i.status, i.status_label),
         i.is_drill ? el("span", { class: "drill-tag", text: T.drill }) : null,
         el("strong", { class: "incident-title", text: i.title })),
-      meta));
+      meta),
+    hasBoard ? el("a", { class: `button board-link${open ? " primary" : ""}`, href: i.board_url },
+      el("span", { class: "live-dot", "aria-hidden": "true" }), "\u00a0", boardLabel,
+      el("span", { class: "sr-only", text: `: ${i.title}` })) : null);
 }
 
 function initList() {
@@ -529,6 +536,7 @@ function initDetail() {
     if (open) open.hidden = detail.status !== "draft";
     const complete = $("complete-button");
     if (complete) complete.hidden = !isOpen();
+    $("board-link")?.classList.toggle("primary", isOpen());  // the live board is the place to be while open
     const panel = $("send-panel");
     if (panel) {
       panel.hidden = detail.status === "completed";

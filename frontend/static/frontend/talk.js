@@ -269,7 +269,7 @@ function listApply(frame) {
       return;
     }
   } else if (frame.event === "room.updated") {
-    if (s.kind === "group" && d.name) s.name = d.name;
+    if ((s.kind === "group" || s.kind === "instruction") && d.name) s.name = d.name;
     if (typeof d.members_count === "number") s.members_count = d.members_count;
     if ((d.removed || []).includes(me.id)) { removeRoom(id); return; }
   } else if (frame.event === "room.read") {
