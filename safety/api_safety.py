@@ -382,13 +382,11 @@ class ResultsApi(OrgAPIView):
         rows, total = selectors.result_rows(
             incident=incident, scope=scope, filters=_filters(request), limit=limit, offset=offset
         )
-        return Response(
-            {
-                "total": total,
-                "results": [result_row_data(r) for r in rows],
-                "tally": tally_data(selectors.tally_by_department(incident=incident, scope=scope)),
-            }
-        )
+        data: dict[str, Any] = {"total": total, "results": [result_row_data(r) for r in rows]}
+        # ?tally=0: the live board has the numbers already and refreshes its list every few seconds.
+        if request.query_params.get("tally") != "0":
+            data["tally"] = tally_data(selectors.tally_by_department(incident=incident, scope=scope))
+        return Response(data)
 
 
 def _choice_text(question: dict[str, Any], value: Any, language: str) -> str:

@@ -203,6 +203,15 @@ def test_results_api_filters_and_scopes_a_department_manager(org, crisis_client,
     assert crisis_client.get(history).status_code == 200
 
 
+def test_results_api_leaves_the_tally_out_when_asked(crisis_client, board):
+    """The live board refreshes its people list every few seconds and has the numbers already: ?tally=0."""
+    url = f"/acme/api/safety/incidents/{board.incident.id}/results/"
+    full = crisis_client.get(url).json()
+    lean = crisis_client.get(url, {"tally": "0"}).json()
+    assert "tally" in full and "tally" not in lean
+    assert lean["results"] == full["results"] and lean["total"] == full["total"] == 7
+
+
 def test_department_manager_incident_list_counts_only_their_subtree(org, board, tree):
     """BUG: the incident list's recipient and answer counts are the whole organisation's, even for a
     department manager, who may see only their subtree."""

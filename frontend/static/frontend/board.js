@@ -616,7 +616,7 @@ function renderPeople(data) {
 async function loadPeople() {
   const mine = ++peopleSeq;
   lastPeopleLoad = Date.now();
-  const params = new URLSearchParams({ limit: pageSize, offset: people.offset });
+  const params = new URLSearchParams({ limit: pageSize, offset: people.offset, tally: 0 });
   const department = people.department || P.scope_department;
   if (department) params.set("department", department);
   if (people.answer) params.set("answer", people.answer);
