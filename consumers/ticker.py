@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
+from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,21 @@ class TickerSpec:
     tick: Callable[[str, MutableMapping[str, str]], Sequence[Frame]]
     # Whether the key was marked changed since the last call, clearing the mark (sync).
     take_dirty: Callable[[str], bool]
+
+
+def _closing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` closing the thread's connection before and after, as the request cycle does. Not left to
+    database_sync_to_async: channels.testing replaces its close with a no-op, which would leave a connection
+    open in each worker thread."""
+
+    def call(*args: Any) -> Any:
+        close_old_connections()
+        try:
+            return fn(*args)
+        finally:
+            close_old_connections()
+
+    return call
 
 
 def _lease_hold(name: str, owner: str, seconds: int) -> bool:
@@ -89,7 +104,7 @@ class Ticker:
         # not the one thread that serves the process's sync views and consumers, so a read of the numbers never
         # holds up the answers being posted; the database wrapper closes the connection it used afterwards.
         self.run_cache = run_sync or (lambda fn: sync_to_async(fn, thread_sensitive=False))
-        self.run_db = run_sync or (lambda fn: database_sync_to_async(fn, thread_sensitive=False))
+        self.run_db = run_sync or (lambda fn: sync_to_async(_closing(fn), thread_sensitive=False))
         self.poll = settings.BOARD_POLL_MS / 1000
         self.gap = settings.BOARD_FRAME_MS / 1000
         self.refresh = float(settings.BOARD_REFRESH_SECONDS)
