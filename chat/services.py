@@ -31,7 +31,7 @@ from config.errors import ApplicationError
 from consumers.presence import online_user_ids
 from consumers.publisher import held_events_replace, publish_now, publish_on_commit, push_request
 from directory.events import user_group
-from directory.models import Department, Organization, User
+from directory.models import Department, Organization, Role, User
 
 MAX_BODY = 4000
 MAX_GROUP_MEMBERS = 5000
@@ -145,9 +145,7 @@ def room_direct_open(*, user: User, other: User) -> Room:
     return room
 
 
-@transaction.atomic
-def room_group_create(*, creator: User, name: str, member_ids: Sequence[int]) -> Room:
-    """A named group room; the creator is its administrator."""
+def _room_create(*, creator: User, name: str, member_ids: Sequence[int], kind: RoomKind) -> Room:
     name = _clean_name(name)
     ids = {int(i) for i in member_ids} | {creator.id}
     if len(ids) > MAX_GROUP_MEMBERS:
@@ -155,35 +153,25 @@ def room_group_create(*, creator: User, name: str, member_ids: Sequence[int]) ->
             _("A group room holds at most %(n)d people.") % {"n": MAX_GROUP_MEMBERS}, code="too_many_members"
         )
     _talk_people(creator.organization_id, sorted(ids))
-    room = Room.objects.create(
-        organization_id=creator.organization_id, kind=RoomKind.GROUP, name=name, created_by=creator
-    )
+    room = Room.objects.create(organization_id=creator.organization_id, kind=kind, name=name, created_by=creator)
     Membership.objects.bulk_create(
         [Membership(room=room, user_id=uid, is_admin=uid == creator.id) for uid in sorted(ids)]
     )
     _announce_room(room, sorted(ids - {creator.id}))
     return room
+
+
+@transaction.atomic
+def room_group_create(*, creator: User, name: str, member_ids: Sequence[int]) -> Room:
+    """A named group room; the creator is its administrator."""
+    return _room_create(creator=creator, name=name, member_ids=member_ids, kind=RoomKind.GROUP)
 
 
 @transaction.atomic
 def room_instruction_create(*, creator: User, name: str, member_ids: Sequence[int]) -> Room:
     """An instruction room (対策室): the people chosen to decide what to do in an incident talk here. The creator
     administers it; only its administrators add or remove people."""
-    name = _clean_name(name)
-    ids = {int(i) for i in member_ids} | {creator.id}
-    if len(ids) > MAX_GROUP_MEMBERS:
-        raise ApplicationError(
-            _("A group room holds at most %(n)d people.") % {"n": MAX_GROUP_MEMBERS}, code="too_many_members"
-        )
-    _talk_people(creator.organization_id, sorted(ids))
-    room = Room.objects.create(
-        organization_id=creator.organization_id, kind=RoomKind.INSTRUCTION, name=name, created_by=creator
-    )
-    Membership.objects.bulk_create(
-        [Membership(room=room, user_id=uid, is_admin=uid == creator.id) for uid in sorted(ids)]
-    )
-    _announce_room(room, sorted(ids - {creator.id}))
-    return room
+    return _room_create(creator=creator, name=name, member_ids=member_ids, kind=RoomKind.INSTRUCTION)
 
 
 @transaction.atomic
@@ -270,11 +258,17 @@ def room_member_remove(*, actor: User, room: Room, member: User) -> Room:
     if not deleted:
         return room
     remaining = Membership.objects.filter(room=room)
+    if room.kind == RoomKind.INSTRUCTION:
+        # Only people who manage incidents administer an instruction room; with none left, one of them takes it
+        # over by opening it from the board again (safety.services.instruction_room_open).
+        remaining = remaining.filter(
+            user__role_assignments__role__in=[Role.CRISIS_MANAGER, Role.ADMIN_ANPI], user__is_active=True
+        )
     if remaining.exists() and not remaining.filter(is_admin=True).exists():
         # The last administrator left: the longest-standing member takes over.
         first = remaining.order_by("joined_at", "id").first()
         if first is not None:
-            remaining.filter(id=first.id).update(is_admin=True)
+            Membership.objects.filter(id=first.id).update(is_admin=True)
     publish_on_commit(user_group(member.id), events.ROOM_REMOVED, {"room": room.id})
     _room_updated(room, removed=[member.id])
     return room

@@ -1018,12 +1018,15 @@ def instruction_post(*, incident: Incident, actor: User, body: str) -> Instructi
         raise ApplicationError(
             _("An instruction is at most %(n)d characters.") % {"n": MAX_INSTRUCTION}, code="instruction_too_long"
         )
-    instruction = Instruction.objects.create(incident=incident, author=actor, body=body, created_at=timezone.now())
+    instruction = Instruction.objects.create(incident=incident, author=actor, body=body)
     data = instruction_data(instruction)
     # Every board of the incident, the whole one and each department's (their counters exist once opened).
     for key in sorted(set(board_stream_keys(incident.id)) | {board_group(incident.id)}):
         publish_on_commit(key, BOARD_INSTRUCTION, data)
-    recipients = list(Recipient.objects.filter(incident=incident).values_list("person_id", flat=True))
+    # People who left since the send are not told (their devices may still be subscribed).
+    recipients = list(
+        Recipient.objects.filter(incident=incident, person__is_active=True).values_list("person_id", flat=True)
+    )
     drill = "【訓練 DRILL】" if incident.is_drill else ""
     event: InstructionEventData = {"incident_id": incident.id, "id": instruction.id}
     publish_on_commit(

@@ -247,12 +247,32 @@ def test_an_administrator_adds_removes_and_renames_and_anyone_may_leave(
     assert members(opened) == {crisis.id, carol.id} and admins(opened) == {crisis.id}
 
 
-def test_when_the_last_administrator_leaves_the_longest_standing_member_takes_over(
-    opened: Room, crisis: User, alice: User, bob: User
+def test_when_the_last_administrator_leaves_only_someone_who_manages_incidents_takes_over(
+    opened: Room, crisis: User, crisis2: User, alice: User, bob: User, incident: Incident
 ) -> None:
+    """Ordinary chosen members never end up administering the room; a crisis manager among them does."""
     assert client_for(crisis).delete(f"/acme/api/talk/rooms/{opened.id}/members/{crisis.id}/").status_code == 204
-    remaining = Membership.objects.filter(room=opened).order_by("joined_at", "id")
-    assert admins(opened) == {remaining[0].user_id} and members(opened) == {alice.id, bob.id}
+    assert admins(opened) == set() and members(opened) == {alice.id, bob.id}
+    assert (
+        client_for(alice)
+        .post(
+            f"/acme/api/talk/rooms/{opened.id}/members/", {"person_ids": [crisis.id]}, content_type="application/json"
+        )
+        .status_code
+        == 403
+    )
+    # A crisis manager opens it from the board again: they administer it.
+    assert open_room(client_for(crisis2), incident, []).status_code == 200
+    assert admins(opened) == {crisis2.id}
+    # When crisis2 leaves too, the longest-standing members (alice, bob) are still not promoted.
+    assert client_for(crisis2).delete(f"/acme/api/talk/rooms/{opened.id}/members/{crisis2.id}/").status_code == 204
+    assert admins(opened) == set()
+
+
+def test_a_remaining_crisis_manager_takes_over(opened: Room, crisis: User, crisis2: User, incident: Incident) -> None:
+    Membership.objects.create(room=opened, user=crisis2)
+    assert client_for(crisis).delete(f"/acme/api/talk/rooms/{opened.id}/members/{crisis.id}/").status_code == 204
+    assert admins(opened) == {crisis2.id}
 
 
 def test_services_hold_the_same_rules(org: Organization, alice: User, bob: User, carol: User) -> None:

@@ -225,6 +225,18 @@ def test_a_post_streams_to_every_board_of_the_incident_and_asks_to_push_the_peop
     assert all(e.push is None for e in boards)
 
 
+def test_people_who_left_since_the_send_are_not_pushed(
+    asked: Asked, crisis_client: Client, capture_events: CapturedEvents, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The directory import deactivates people who left but keeps their push subscriptions."""
+    gone = asked.people[0]
+    User.objects.filter(id=gone.id).update(is_active=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(crisis_client, asked.incident, "社外秘: 第二工場の薬品庫が破損").status_code == 201
+    [event] = capture_events.of_type("safety.instruction")
+    assert event.push["user_ids"] == sorted(p.id for p in asked.people if p.id != gone.id)
+
+
 @pytest.mark.parametrize("drill", [False, True])
 def test_the_push_reaches_exactly_the_people_asked(
     org: Organization,
