@@ -135,10 +135,12 @@ class Hub:
         name = f"{spec.name}:{key}"
         entry = self.tickers.get(name)
         if entry is None:
-            ticker = Ticker(spec, key, layer=self.layer, owner=self.process)
-            self.tickers[name] = (ticker, asyncio.ensure_future(ticker.run()), {stream})
+            streams = {stream}
+            ticker = Ticker(spec, key, layer=self.layer, owner=self.process, streams=streams)
+            self.tickers[name] = (ticker, asyncio.ensure_future(ticker.run()), streams)
         else:
             entry[2].add(stream)
+            entry[0].follow_due = True  # mark the new stream followed on the next look
 
     async def _ticker_leave(self, stream: str) -> None:
         for name, (ticker, task, streams) in list(self.tickers.items()):

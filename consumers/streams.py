@@ -49,6 +49,7 @@ STREAM_KINDS: dict[str, StreamKind] = {
             key=safety_board.board_ticker_key,
             tick=safety_board.board_tick,
             take_dirty=safety_board.board_take_dirty,
+            follow=safety_board.board_follow,
         ),
     ),
 }

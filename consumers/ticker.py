@@ -51,6 +51,9 @@ class TickerSpec:
     tick: Callable[[str, MutableMapping[str, str]], Sequence[Frame]]
     # Whether the key was marked changed since the last call, clearing the mark (sync).
     take_dirty: Callable[[str], bool]
+    # Marks the streams this process's sockets follow, for `lease` × 2 seconds, so the holder's `tick` reads only
+    # streams someone still follows (sync; called by every process's ticker, holder or not).
+    follow: Callable[[Sequence[str], int], None] | None = None
 
 
 def _closing(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,6 +96,7 @@ class Ticker:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         run_sync: Callable[[Callable[..., Any]], Callable[..., Awaitable[Any]]] | None = None,
+        streams: set[str] | None = None,
     ) -> None:
         self.spec = spec
         self.key = key
@@ -117,6 +121,10 @@ class Ticker:
         self.last_lease_at = -math.inf
         self.holding = False
         self.frames_sent = 0
+        # The streams of this key that this process's sockets follow (the hub's set, updated as they come and go).
+        self.streams: set[str] = streams if streams is not None else set()
+        self.follow_due = True
+        self.last_follow_at = -math.inf
 
     async def _hold(self, now: float) -> bool:
         if self.holding and now - self.last_lease_at < self.lease / 3:
@@ -134,6 +142,13 @@ class Ticker:
     async def step(self) -> int:
         """One look: returns how many frames it sent."""
         now = self.clock()
+        if (
+            self.spec.follow is not None
+            and self.streams
+            and (self.follow_due or now - self.last_follow_at >= self.lease / 3)
+        ):
+            await self.run_cache(self.spec.follow)(sorted(self.streams), self.lease)
+            self.follow_due, self.last_follow_at = False, now
         if not await self._hold(now):
             return 0
         if now - self.last_frame_at < self.gap:

@@ -17,17 +17,19 @@ One ticker per incident (consumers/ticker.py) calls `board_tick`; answers only m
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Case, Count, F, IntegerField, Q, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.http import Http404
 from django.utils import timezone
 
@@ -40,7 +42,6 @@ from safety.selectors import access_incident, result_scope
 BOARD_TALLY: Literal["board.tally"] = "board.tally"
 BOARD_INSTRUCTION: Literal["board.instruction"] = "board.instruction"
 ATTENTION_LIMIT = 50  # people shown at the top of one board
-ATTENTION_FETCH = 500  # read once per tick for all of an incident's boards
 SERIES_POINTS = 120
 SERIES_MIN_WIDTH = 10  # seconds
 MILESTONES = (25, 50, 75)
@@ -138,6 +139,22 @@ def instruction_list(*, incident: Incident, limit: int = INSTRUCTIONS_SHOWN) -> 
     return [instruction_data(i) for i in rows[:limit]]
 
 
+def _followed_key(stream: str) -> str:
+    return f"board:followed:{stream}"
+
+
+def board_follow(streams: Sequence[str], seconds: int) -> None:
+    """These boards have sockets on this process: its ticker marks them every third of `seconds` (the lease)."""
+    cache.set_many({_followed_key(s): 1 for s in streams}, timeout=seconds * 2)
+
+
+def board_followed(streams: Sequence[str]) -> list[str]:
+    """The department boards among `streams` that some process still marks as followed, and the whole board
+    (always: there is one). A department board nobody follows any more is not read, numbered or sent."""
+    marked = cache.get_many([_followed_key(s) for s in streams])
+    return [s for s in streams if "-" not in s or _followed_key(s) in marked]
+
+
 def board_stream_keys(incident_id: int) -> list[str]:
     """The boards of the incident that anyone has opened (each has a stream counter once snapshotted)."""
     group = board_group(incident_id)
@@ -171,6 +188,7 @@ class BoardSource:
     departments: dict[int, tuple[str, int | None, tuple[int, str]]]  # id -> (name, parent id, sort key)
     counts: list[tuple[int | None, str, bool, int]]  # (department, status, needs help, people)
     answered: list[tuple[int | None, float]]  # (department, first answer as epoch seconds), sorted by time
+    answered_by_department: dict[int | None, list[float]]  # the same, per department (each sorted)
     attention: list[AttentionRow]
     start: float  # epoch seconds: when the incident opened
     end: float  # now, or when it was completed
@@ -223,9 +241,20 @@ def board_source(incident: Incident, *, now: datetime | None = None) -> BoardSou
         .annotate(n=Count("id"))
         .order_by()
     ]
+    # Serious injuries first, then requests for help, newest first; the first ATTENTION_LIMIT of each department,
+    # so every board (any subtree) finds its own first ATTENTION_LIMIT among the rows read.
+    serious_first = Case(When(status="serious", then=Value(0)), default=Value(1), output_field=IntegerField())
     attention_rows = (
         Recipient.objects.filter(incident=incident)
         .filter(Q(status="serious") | Q(needs_help=True))
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("person__department_id")],
+                order_by=[serious_first.asc(), F("answered_at").desc(nulls_last=True), F("id").desc()],
+            )
+        )
+        .filter(rank__lte=ATTENTION_LIMIT)
         .select_related("person", "answer")
         .only(
             "person_id",
@@ -238,7 +267,7 @@ def board_source(incident: Incident, *, now: datetime | None = None) -> BoardSou
             "person__department_id",
             "answer__values",
         )
-        .order_by(F("answered_at").desc(nulls_last=True), "-id")[:ATTENTION_FETCH]
+        .order_by(serious_first.asc(), F("answered_at").desc(nulls_last=True), "-id")
     )
     attention = []
     for r in attention_rows:
@@ -257,13 +286,18 @@ def board_source(incident: Incident, *, now: datetime | None = None) -> BoardSou
                 comment=comment[:200] if isinstance(comment, str) else "",
             )
         )
+    answered = _answered_times(incident)
+    by_department: dict[int | None, list[float]] = {}
+    for department_id, t in answered:
+        by_department.setdefault(department_id, []).append(t)
     start = incident.opened_at or incident.created_at
     end = incident.completed_at or now or timezone.now()
     return BoardSource(
         incident=incident,
         departments=departments,
         counts=counts,
-        answered=_answered_times(incident),
+        answered=answered,
+        answered_by_department=by_department,
         attention=attention,
         start=start.timestamp(),
         end=max(end.timestamp(), start.timestamp()),
@@ -359,7 +393,10 @@ def board_view(source: BoardSource, department_id: int | None) -> dict[str, Any]
         )
     people = sum(total_counts.values())
     answered = people - total_counts["none"]
-    times = [t for dept, t in source.answered if scope is None or dept in scope]
+    if scope is None:
+        times = [t for _dept, t in source.answered]
+    else:  # the subtree's own departments merged: the cost follows the subtree's size, not the incident's
+        times = list(heapq.merge(*(source.answered_by_department.get(d, ()) for d in scope)))
     attention = [
         {
             "id": a.person_id,
@@ -373,8 +410,7 @@ def board_view(source: BoardSource, department_id: int | None) -> dict[str, Any]
         for a in source.attention
         if scope is None or a.department_id in scope
     ]
-    # Serious injuries first, then requests for help; newest first within each.
-    attention.sort(key=lambda a: 0 if a["status"] == "serious" else 1)
+    # The rows come serious injuries first, then requests for help, newest first within each.
     start = datetime.fromtimestamp(source.start, tz=timezone.get_current_timezone())
     return {
         "incident": {
@@ -425,12 +461,10 @@ def board_tick(ticker_key: str, sent: MutableMapping[str, str]) -> list[BoardFra
     stream -> digest, kept by the ticker; update it once the frames are out). The stream counters are locked
     while the numbers are read, so frame numbers follow the data's age, also against snapshots."""
     incident_id = int(ticker_key)
+    followed = board_followed(board_stream_keys(incident_id))
     with transaction.atomic():
         keys = list(
-            Stream.objects.select_for_update()
-            .filter(Q(key=board_group(incident_id)) | Q(key__startswith=f"{board_group(incident_id)}-"))
-            .order_by("key")
-            .values_list("key", flat=True)
+            Stream.objects.select_for_update().filter(key__in=followed).order_by("key").values_list("key", flat=True)
         )
         incident = Incident.objects.filter(id=incident_id).first()
         if not keys or incident is None:

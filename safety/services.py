@@ -37,7 +37,14 @@ from directory.events import org_group, user_group
 from directory.models import Department, Organization, Role, RoleAssignment, User
 from directory.regions import PREFECTURES
 from directory.selectors import department_subtrees
-from safety.board import BOARD_INSTRUCTION, board_group, board_stream_keys, board_touch, instruction_data
+from safety.board import (
+    BOARD_INSTRUCTION,
+    board_followed,
+    board_group,
+    board_stream_keys,
+    board_touch,
+    instruction_data,
+)
 from safety.events import (
     ANSWER_RECORDED,
     INCIDENT_CHANGED,
@@ -1020,8 +1027,9 @@ def instruction_post(*, incident: Incident, actor: User, body: str) -> Instructi
         )
     instruction = Instruction.objects.create(incident=incident, author=actor, body=body)
     data = instruction_data(instruction)
-    # Every board of the incident, the whole one and each department's (their counters exist once opened).
-    for key in sorted(set(board_stream_keys(incident.id)) | {board_group(incident.id)}):
+    # Every board of the incident: the whole one and each department's that someone follows (a board opened
+    # later gets the instructions in its snapshot).
+    for key in sorted(set(board_followed(board_stream_keys(incident.id))) | {board_group(incident.id)}):
         publish_on_commit(key, BOARD_INSTRUCTION, data)
     # People who left since the send are not told (their devices may still be subscribed).
     recipients = list(

@@ -23,6 +23,7 @@ from safety import services
 from safety.board import (
     ATTENTION_LIMIT,
     board_access,
+    board_follow,
     board_key_for,
     board_snapshot,
     board_source,
@@ -302,6 +303,29 @@ def test_attention_is_serious_first_then_help_newest_first_and_at_most_fifty(
     assert_numbers(board, incident, None)
 
 
+def test_a_department_board_finds_its_attention_however_many_newer_ones_elsewhere(
+    org: Organization, crisis: User, incident: Incident, tree: Tree
+) -> None:
+    """Each department's first ATTENTION_LIMIT are read, not the incident's newest: a quiet section's serious
+    injury stays on its board (and serious ones stay above help on the whole board) when the plant fills up."""
+    east = [safety_person(org, f"e{i}", department=tree.east) for i in range(2)]
+    plant = [safety_person(org, f"p{i}", department=tree.plant) for i in range(ATTENTION_LIMIT + 5)]
+    send(incident, crisis)
+    answer(incident, east[0], "serious", comment="東: 骨折")
+    answer(incident, east[1], "safe", help="yes")
+    for person in plant:
+        answer(incident, person, "minor", help="yes")
+    base = timezone.now() - timedelta(minutes=30)
+    Recipient.objects.filter(incident=incident, person__in=east).update(answered_at=base)
+    source = board_source(incident)
+    sales = board_view(source, tree.sales.id)
+    assert [a["id"] for a in sales["attention"]] == [east[0].id, east[1].id]
+    assert sales["total"]["attention"] == 2
+    whole = board_view(source, None)["attention"]
+    assert len(whole) == ATTENTION_LIMIT and whole[0]["id"] == east[0].id
+    assert east[1].id not in {a["id"] for a in whole}  # older than fifty newer requests for help
+
+
 def test_series_and_milestones_use_the_first_answer_times(crowd: Crowd, crisis: User, tree: Tree) -> None:
     incident = crowd.incident
     services.incident_complete(incident=incident, actor=crisis)
@@ -472,6 +496,11 @@ def test_tick_sends_changed_boards_only_numbered_on_the_stream_counter(crowd: Cr
     Stream.objects.create(key=sales, last_seq=7)
     Stream.objects.create(key=plant, last_seq=2)
     Stream.objects.create(key=other, last_seq=4)
+    # A department board is read only while some process's sockets follow it (its ticker marks it).
+    assert [f.stream for f in board_tick(str(incident.id), {})] == [whole]
+    assert (_seq(whole), _seq(sales), _seq(plant)) == (1, 7, 2)
+    Stream.objects.filter(key=whole).update(last_seq=0)
+    board_follow([sales, plant, other], 5)
     frames = board_tick(str(incident.id), {})
     assert {f.stream: f.seq for f in frames} == {whole: 1, sales: 8, plant: 3}
     assert (_seq(whole), _seq(sales), _seq(plant), _seq(other)) == (1, 8, 3, 4)
@@ -521,6 +550,7 @@ def test_tick_skips_a_board_of_a_department_that_no_longer_exists(org: Organizat
     whole, gone_key = f"board.{incident.id}", f"board.{incident.id}-{gone.id}"
     Stream.objects.create(key=whole)
     Stream.objects.create(key=gone_key, last_seq=5)
+    board_follow([gone_key], 5)
     assert {f.stream for f in board_tick(str(incident.id), {})} == {whole, gone_key}
     gone.delete()
     frames = board_tick(str(incident.id), {})
@@ -534,6 +564,7 @@ def test_tick_ignores_a_counter_whose_key_is_no_board(crowd: Crowd) -> None:
     whole, junk = f"board.{incident.id}", f"board.{incident.id}-junk"
     Stream.objects.create(key=whole)
     Stream.objects.create(key=junk, last_seq=2)
+    board_follow([junk], 5)
     assert [f.stream for f in board_tick(str(incident.id), {})] == [whole]
     assert _seq(junk) == 2
 
@@ -549,6 +580,7 @@ def test_an_instruction_and_a_tally_share_one_stream_counter(crowd: Crowd, crisi
     _fresh_start(incident)
     sales = f"board.{incident.id}-{tree.sales.id}"
     Stream.objects.create(key=sales, last_seq=3)
+    board_follow([sales], 5)
     services.instruction_post(incident=incident, actor=crisis, body="3階の会議室に集合")
     assert _seq(sales) == 4
     frames = board_tick(str(incident.id), {})

@@ -17,6 +17,7 @@ from config.errors import ApplicationError
 from consumers.models import OutboxEvent, Stream
 from directory.models import Organization, Role, User
 from safety import services
+from safety.board import board_follow
 from safety.models import Incident, Instruction
 from safety.tokens import answer_token
 from tests import factories
@@ -194,6 +195,8 @@ def test_a_post_streams_to_every_board_of_the_incident_and_asks_to_push_the_peop
     opened = [f"board.{incident.id}-{tree.sales.id}", f"board.{incident.id}-{tree.plant.id}"]
     for key in opened:
         Stream.objects.create(key=key, last_seq=3)
+    board_follow(opened, 5)  # their sockets' ticker marks them followed
+    Stream.objects.create(key=f"board.{incident.id}-{tree.east.id}", last_seq=9)  # opened once, nobody follows it
     Stream.objects.create(key=f"board.{other.id}", last_seq=1)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = post(crisis_client, incident, "津波警報: 高台へ避難")
@@ -208,6 +211,7 @@ def test_a_post_streams_to_every_board_of_the_incident_and_asks_to_push_the_peop
     assert all(e.data == data for e in boards)
     assert {e.stream: e.seq for e in boards if e.stream in opened} == dict.fromkeys(opened, 4)
     assert Stream.objects.get(key=f"board.{other.id}").last_seq == 1
+    assert Stream.objects.get(key=f"board.{incident.id}-{tree.east.id}").last_seq == 9
 
     [event] = capture_events.of_type("safety.instruction")
     assert event.stream == f"org.{org.id}"
