@@ -28,7 +28,7 @@ from django.http import Http404
 from consumers.hub import hub_for
 from consumers.models import Stream
 from consumers.publisher import events_since, wire_frame
-from consumers.streams import revoked_user_ids, stream_access
+from consumers.streams import needs_recheck, revoked_user_ids, stream_access
 from consumers.wire import raw_writer
 from directory.models import User
 from directory.selectors import user_in_organization
@@ -56,6 +56,20 @@ def _current_user(user_id: int) -> User | None:
     """The person as the directory has them now: talk switched off, a new department or deactivation since
     the socket opened must count for the next subscription."""
     return User.objects.filter(id=user_id, is_active=True).select_related("organization", "department").first()
+
+
+def _refused(user_id: int, streams: Sequence[str]) -> list[str] | None:
+    """The streams the person may no longer read; None when they are no longer an active person."""
+    user = _current_user(user_id)
+    if user is None:
+        return None
+    refused = []
+    for stream in streams:
+        try:
+            stream_access(user, stream)
+        except Http404:
+            refused.append(stream)
+    return refused
 
 
 def _catch_up(user: User, stream: str, last_seq: int) -> list[tuple[str, list[int]]] | dict[str, Any]:
@@ -103,6 +117,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.user = user
         self.streams = {}
         self._repairs: set[asyncio.Future[None]] = set()
+        self._recheck: asyncio.Future[None] | None = None
         # Under daphne the hub's frames are written straight to the connection (consumers/wire.py).
         self._write = raw_writer(self.base_send)
         self.hub = hub_for(self.channel_layer)
@@ -112,6 +127,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "hub"):
             return
+        if self._recheck is not None:
+            self._recheck.cancel()
         for stream in list(self.streams):
             await self.hub.leave(stream, self)
         self.streams = {}
@@ -184,6 +201,30 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self._release(stream, state)
         if self.streams.get(stream) is state:
             await self.send_json({"type": "subscribed", "stream": stream, "seq": state.last})
+        if needs_recheck(stream) and self._recheck is None:
+            self._recheck = asyncio.ensure_future(self._recheck_loop())
+
+    async def _recheck_loop(self) -> None:
+        """Check again, every STREAM_RECHECK_SECONDS, that the person may still read the streams whose access
+        can change without an event (a department manager moved or demoted by the import keeps no board of the
+        old subtree). A refused stream is dropped with a not_found error, as at subscribe."""
+        while True:
+            await asyncio.sleep(settings.STREAM_RECHECK_SECONDS)
+            watched = [s for s in self.streams if needs_recheck(s)]
+            if not watched:
+                continue
+            try:
+                refused = await database_sync_to_async(_refused)(self.user.id, watched)
+            except Exception:
+                logger.warning("rechecking stream access failed; trying again later", exc_info=True)
+                continue
+            if refused is None:
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
+            for stream in refused:
+                if stream in self.streams:
+                    await self._drop(stream)
+                    await self._error("not_found", "No such stream.", stream=stream)
 
     async def _fill(self, stream: str, state: StreamState, *, revocable: bool = False) -> None:
         """Send what the socket missed after state.last: the held events, or a snapshot. With `revocable`

@@ -32,6 +32,9 @@ class StreamKind:
     revokes: Callable[[str, Mapping[str, Any]], list[int]] | None = None
     # Streams of absolute state sent by a coalescing ticker (consumers/ticker.py), not per change.
     ticker: TickerSpec | None = None
+    # Access depends on roles and departments that change without an event on the stream (the directory import):
+    # each socket checks it again every STREAM_RECHECK_SECONDS and stops following the stream once refused.
+    recheck: bool = False
 
 
 STREAM_KINDS: dict[str, StreamKind] = {
@@ -51,6 +54,7 @@ STREAM_KINDS: dict[str, StreamKind] = {
             take_dirty=safety_board.board_take_dirty,
             follow=safety_board.board_follow,
         ),
+        recheck=True,
     ),
 }
 
@@ -61,6 +65,11 @@ def stream_access(user: User, stream: str) -> tuple[str, StreamKind]:
         raise Http404
     kind = STREAM_KINDS[match.group(1)]
     return kind.access(user, match.group(2)), kind
+
+
+def needs_recheck(stream: str) -> bool:
+    kind = STREAM_KINDS.get(stream.split(".", 1)[0])
+    return kind is not None and kind.recheck
 
 
 def ticker_spec(stream: str) -> TickerSpec | None:

@@ -291,6 +291,8 @@ BOARD_FRAME_MS = env_int("BOARD_FRAME_MS", 500, minimum=100)
 BOARD_POLL_MS = env_int("BOARD_POLL_MS", 250, minimum=50)
 BOARD_REFRESH_SECONDS = env_int("BOARD_REFRESH_SECONDS", 5, minimum=1)
 BOARD_LEASE_SECONDS = env_int("BOARD_LEASE_SECONDS", 5, minimum=2)
+# Sockets check again this often that their person may still read a board (roles and departments change by import).
+STREAM_RECHECK_SECONDS = env_int("STREAM_RECHECK_SECONDS", 15, minimum=1)
 
 # --- Talk (chat) ----------------------------------------------------------------------------------------
 # Uploaded files and archived talk logs live here, outside the static root, under random names.

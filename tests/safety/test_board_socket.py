@@ -558,6 +558,35 @@ async def test_a_department_manager_sees_only_their_subtree(scene, ticks):
         await sock.ws.disconnect()
 
 
+async def test_a_manager_moved_or_demoted_by_the_import_stops_receiving_the_old_subtree(scene, ticks, settings):
+    """Roles and departments change without an event on the board stream: the socket checks again on its own."""
+    settings.STREAM_RECHECK_SECONDS = 1
+    tree = scene.tree
+    manager = await sync_to_async(factories.person)(
+        scene.org, "plant-manager", roles=(Role.DEPARTMENT_MANAGER,), department=tree.plant
+    )
+    sock = await board_socket(manager, scene.stream(tree.plant.id))
+    watcher = await board_socket(scene.crisis, scene.stream(tree.plant.id))  # keeps the plant board ticking
+    await settle(ticks, scene.incident, sock, watcher)
+
+    def move_and_demote() -> None:
+        User.objects.filter(id=manager.id).update(department=tree.east)
+        manager.role_assignments.all().delete()
+
+    await sync_to_async(move_and_demote)()
+    frame = await sock.until(lambda f: f["type"] == "error")
+    assert (frame["code"], frame["stream"]) == ("not_found", sock.stream)
+    # Nothing of the plant reaches the socket any more.
+    await answer_as(scene, "plant1", "serious", help="yes", comment="工場で火災")
+    board = await watcher.tally_where(lambda d: any(a["comment"] == "工場で火災" for a in d["attention"]))
+    assert board["total"]["counts"]["serious"] >= 1
+    assert await sock.ws.receive_nothing(timeout=2 * FRAME_MS / 1000 + 0.5)
+    # Subscribing again is refused like any stream they may not read.
+    assert (await sock.subscribe())["code"] == "not_found"
+    for ws in (sock.ws, watcher.ws):
+        await ws.disconnect()
+
+
 async def test_other_organisations_employees_and_malformed_keys_get_not_found(scene, other_org):
     outsider = await sync_to_async(factories.person)(other_org, "globex-crisis", roles=(Role.CRISIS_MANAGER,))
     ws = await open_socket(outsider, slug=other_org.slug)
