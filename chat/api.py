@@ -76,7 +76,7 @@ def room_detail_data(person: User, room: Room, *, slug: str) -> dict[str, Any]:
     data["members"] = members
     data["read"] = {str(uid): pos for uid, pos in selectors.read_positions(room=room).items()}
     data["live_receipts"] = len(members) <= settings.TALK_LIVE_RECEIPTS_MAX_MEMBERS
-    data["can_manage"] = room.kind in (RoomKind.GROUP, RoomKind.INSTRUCTION) and data["is_admin"]
+    data["can_manage"] = room.kind in services.MANAGED_KINDS and data["is_admin"]
     data["can_add_members"] = room.kind == RoomKind.GROUP or data["can_manage"]
     return data
 

@@ -16,7 +16,8 @@ from directory.api import OrgAPIView
 from directory.permissions import PasswordChanged
 from safety import selectors, services
 from safety.api_safety import ManagesIncidents, ViewsResults
-from safety.board import board_access, board_group, board_key_for, board_snapshot, instruction_data, instruction_list
+from safety.board import board_access, board_key_for, board_snapshot, instruction_data, instruction_list
+from safety.events import board_group
 from safety.models import Incident
 from safety.selectors import access_incident
 

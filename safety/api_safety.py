@@ -174,7 +174,7 @@ def request_data(recipient: Recipient, *, language: str, with_instructions: bool
     """What the answer page needs: the incident, its form in the reader's language, the current answer, and
     (`with_instructions`; an answer's response leaves them out) the incident's instructions, newest first."""
     incident = recipient.incident
-    data = {
+    data: dict[str, Any] = {
         "incident": {
             "id": incident.id,
             "title": incident.title,

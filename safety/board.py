@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -36,11 +36,10 @@ from django.utils import timezone
 from consumers.models import Stream
 from consumers.publisher import wire_frame
 from directory.models import Department, User
+from safety.events import BOARD_TALLY, InstructionData, board_group
 from safety.models import Incident, Instruction, Recipient
 from safety.selectors import access_incident, result_scope
 
-BOARD_TALLY: Literal["board.tally"] = "board.tally"
-BOARD_INSTRUCTION: Literal["board.instruction"] = "board.instruction"
 ATTENTION_LIMIT = 50  # people shown at the top of one board
 SERIES_POINTS = 120
 SERIES_MIN_WIDTH = 10  # seconds
@@ -49,10 +48,6 @@ INSTRUCTIONS_SHOWN = 50
 STATUSES = ("safe", "minor", "serious", "answered", "none")
 
 _KEY_RE = re.compile(r"^([1-9][0-9]{0,17})(?:-([1-9][0-9]{0,17}))?$")
-
-
-def board_group(incident_id: int, department_id: int | None = None) -> str:
-    return f"board.{incident_id}" if department_id is None else f"board.{incident_id}-{department_id}"
 
 
 def _parse_key(key: str) -> tuple[int, int | None]:
@@ -122,7 +117,7 @@ def board_snapshot(incident: Incident, department_id: int | None) -> dict[str, A
 # --- Instructions -----------------------------------------------------------------------------------------------
 
 
-def instruction_data(instruction: Instruction) -> dict[str, Any]:
+def instruction_data(instruction: Instruction) -> InstructionData:
     author = instruction.author
     return {
         "id": instruction.id,
@@ -133,7 +128,7 @@ def instruction_data(instruction: Instruction) -> dict[str, Any]:
     }
 
 
-def instruction_list(*, incident: Incident, limit: int = INSTRUCTIONS_SHOWN) -> list[dict[str, Any]]:
+def instruction_list(*, incident: Incident, limit: int = INSTRUCTIONS_SHOWN) -> list[InstructionData]:
     """The incident's instructions, newest first."""
     rows = Instruction.objects.filter(incident=incident).select_related("author").order_by("-created_at", "-id")
     return [instruction_data(i) for i in rows[:limit]]

@@ -222,3 +222,23 @@ INSTRUCTION_POSTED: Literal["safety.instruction"] = "safety.instruction"
 class InstructionEventData(TypedDict):
     incident_id: int
     id: int
+
+
+# --- The live board (safety/board.py) ------------------------------------------------------------------------------
+# Streams `board.<incident>` (the whole incident) and `board.<incident>-<department>` (that department's subtree).
+# `board.tally` carries the board's absolute numbers (board_view), sent by the incident's ticker, not per change;
+# `board.instruction` an instruction posted to the incident.
+BOARD_TALLY: Literal["board.tally"] = "board.tally"
+BOARD_INSTRUCTION: Literal["board.instruction"] = "board.instruction"
+
+
+def board_group(incident_id: int, department_id: int | None = None) -> str:
+    return f"board.{incident_id}" if department_id is None else f"board.{incident_id}-{department_id}"
+
+
+class InstructionData(TypedDict):
+    id: int
+    incident_id: int
+    body: str
+    author: str
+    created_at: str

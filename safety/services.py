@@ -37,21 +37,16 @@ from directory.events import org_group, user_group
 from directory.models import Department, Organization, Role, RoleAssignment, User
 from directory.regions import PREFECTURES
 from directory.selectors import department_subtrees
-from safety.board import (
-    BOARD_INSTRUCTION,
-    board_followed,
-    board_group,
-    board_stream_keys,
-    board_touch,
-    instruction_data,
-)
+from safety.board import board_followed, board_stream_keys, board_touch, instruction_data
 from safety.events import (
     ANSWER_RECORDED,
+    BOARD_INSTRUCTION,
     INCIDENT_CHANGED,
     INSTRUCTION_POSTED,
     AnswerEventData,
     IncidentEventData,
     InstructionEventData,
+    board_group,
 )
 from safety.models import (
     Answer,

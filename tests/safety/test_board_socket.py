@@ -29,7 +29,8 @@ from consumers.publisher import stream_seq, wire_frame
 from directory.models import Organization, Role, User
 from safety import board as safety_board
 from safety import services
-from safety.board import BOARD_INSTRUCTION, BOARD_TALLY, STATUSES, board_group
+from safety.board import STATUSES
+from safety.events import BOARD_INSTRUCTION, BOARD_TALLY, board_group
 from safety.models import Incident, Recipient
 from tests import factories
 from tests.safety.conftest import Tree, answer, safety_person, send
