@@ -21,6 +21,7 @@ from chat.events import message_data, room_group
 from chat.models import FilePolicy, Room, RoomKind
 from chat.selectors import RoomSummary, access_attachment, access_message, access_room
 from config.errors import ApplicationError
+from config.params import is_id
 from config.throttle import throttle_allow
 from consumers.presence import online_user_ids
 from directory.api import OrgAPIView
@@ -165,10 +166,10 @@ class MessagesApi(TalkAPIView):
     def get(self, request: Request, slug: str, room_id: int) -> Response:
         room = access_room(self.person, room_id)
         before = request.query_params.get("before")
-        if before is not None and not (before.isascii() and before.isdigit()):
+        if before is not None and not is_id(before):
             raise ApplicationError(_("before must be a message id."), code="bad_before")
         limit = request.query_params.get("limit", "")
-        size = min(int(limit), 100) if limit.isascii() and limit.isdigit() and int(limit) > 0 else selectors.PAGE_SIZE
+        size = min(int(limit), 100) if is_id(limit) and int(limit) > 0 else selectors.PAGE_SIZE
         messages, has_more = selectors.message_page(
             room=room, before_id=int(before) if before is not None else None, limit=size
         )
@@ -241,7 +242,7 @@ class TypingApi(TalkAPIView):
 class PresenceApi(TalkAPIView):
     def get(self, request: Request, slug: str) -> Response:
         raw = request.query_params.get("ids", "")
-        ids = [int(part) for part in raw.split(",") if part.strip().isascii() and part.strip().isdigit()][:500]
+        ids = [int(part) for part in raw.split(",") if is_id(part.strip())][:500]
         people = set(
             User.objects.filter(organization=self.organization, id__in=ids, is_active=True).values_list("id", flat=True)
         )
@@ -345,7 +346,7 @@ class TalkAccessListApi(OrgAPIView):
     def get(self, request: Request, slug: str) -> Response:
         query = request.query_params.get("q", "")[:100]
         offset = request.query_params.get("offset", "0")
-        start = int(offset) if offset.isascii() and offset.isdigit() else 0
+        start = int(offset) if is_id(offset) else 0
         people = person_search(organization=self.organization, query=query, limit=101, offset=start)
         downloaders = _downloaders(self.organization)
         return Response(

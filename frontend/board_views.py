@@ -1,23 +1,24 @@
 """The live disaster board page, /<slug>/safety/incidents/<id>/board/: what crisis managers, safety
 administrators, managers and department managers watch on a laptop during a disaster.
 
-The view only reads and renders. The first screen is `board_snapshot` (the same data the board socket sends on
-subscribe and GET /api/safety/incidents/<id>/board/ answers), embedded for the script and drawn in the HTML;
+The view reads and renders; it only creates the stream's counter row, as subscribing would. The first screen is
+`board_snapshot` (the same data the board socket sends on subscribe and GET /api/safety/incidents/<id>/board/
+answers), embedded for the script and drawn in the HTML, with the stream's seq read under the same lock.
 frontend/static/frontend/board.js follows the board's stream (`board.<incident>`, or a department manager's
-`board.<incident>-<department>`) through app.js `Live`, reads the people list from the results API and posts
-instructions and opens the instruction room through the board API. Who may open which board is
-`safety.board.board_access`: anyone else gets the 403 page, another organisation's incident or a department
-outside the caller's scope the 404 page."""
+`board.<incident>-<department>`) from that seq through app.js `Live.follow`, so opening the board reads it once,
+not twice; it reads the people list from the results API and posts instructions and opens the instruction room
+through the board API. Who may open which board is `safety.board.board_access`: anyone else gets the 403 page,
+another organisation's incident or a department outside the caller's scope the 404 page."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
@@ -25,21 +26,21 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from consumers.models import Stream
-from consumers.streams import default_streams
 from directory.models import Organization
 from frontend.safety_views import _answer_filter_labels, _departments, _labels, _viewer
 from frontend.views import _page, org_page
 from safety import selectors
-from safety.api_board import room_data
+from safety.api_board import department_param, room_data
 from safety.api_safety import result_row_data
-from safety.board import board_access, board_group, board_key_for, board_snapshot
+from safety.board import board_access, board_key_for, board_snapshot
+from safety.events import board_group
 from safety.selectors import ResultFilter, access_incident, result_scope
+from safety.services import MAX_INSTRUCTION
 
 # People in one page of the board's people list.
 PEOPLE_PAGE = 50
 # The people list follows the numbers, but reads the results API at most this often.
 PEOPLE_REFRESH_MS = 3000
-INSTRUCTION_MAX = 2000
 
 
 def rate_percent(answered: int, total: int) -> int:
@@ -80,15 +81,6 @@ def _clock(iso: str | None, *, seconds: bool = False) -> str:
     if local.date() == timezone.localdate():
         return time
     return f"{local.month}/{local.day} {time}"
-
-
-def _department_param(request: HttpRequest) -> int | None:
-    raw = request.GET.get("department", "")
-    if not raw:
-        return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise Http404
-    return int(raw)
 
 
 def _texts() -> dict[str, str]:
@@ -168,13 +160,18 @@ def board_page(request: HttpRequest, organization: Organization, incident_id: in
     scope = result_scope(person)
     if scope is not None and not scope:
         raise PermissionDenied  # a department manager without a department sees nobody
-    department_param = _department_param(request)
+    wanted = department_param(request.GET.get("department", ""))
     default_stream = board_key_for(person, incident)
-    stream = board_group(incident.id, department_param) if department_param else default_stream
+    # ?department=0 names no department: 404 (board_access refuses the key), not the caller's default board.
+    stream = default_stream if wanted is None else board_group(incident.id, wanted)
     incident, department_id = board_access(person, stream.split(".", 1)[1])
-    # The counter before the data: the snapshot is never older than the number it is shown with.
-    seq = Stream.objects.filter(key=stream).values_list("last_seq", flat=True).first() or 0
-    board = board_snapshot(incident, department_id)
+    # The seq the page subscribes from (board.js: Live.follow(stream, seq)), read as the socket's snapshot reads
+    # it (consumers/live.py _snapshot): with the stream's counter locked, so no board frame is numbered between
+    # the two reads. A board that has not moved since then answers the subscription with "subscribed" alone.
+    Stream.objects.get_or_create(key=stream)
+    with transaction.atomic():
+        seq = Stream.objects.select_for_update().filter(key=stream).values_list("last_seq", flat=True).get()
+        board = board_snapshot(incident, department_id)
 
     slug = organization.slug
     tree = _departments(organization, scope)
@@ -205,7 +202,7 @@ def board_page(request: HttpRequest, organization: Organization, incident_id: in
         "people_page": PEOPLE_PAGE,
         "people_refresh_ms": PEOPLE_REFRESH_MS,
         "can_post": can_post,
-        "instruction_max": INSTRUCTION_MAX,
+        "instruction_max": MAX_INSTRUCTION,
         "room": room,
         "can_open_room": can_post,
         "uses_talk": bool(person.talk_available),
@@ -225,7 +222,6 @@ def board_page(request: HttpRequest, organization: Organization, incident_id: in
         seq=seq,
         page_data=page,
         texts=_texts(),
-        streams_json=json.dumps([*default_streams(person), stream]),
         rate=rate_percent(total["answered"], total["total"]),
         departments=departments,
         people_departments=people_departments,
@@ -246,7 +242,7 @@ def board_page(request: HttpRequest, organization: Organization, incident_id: in
         room=room,
         can_open_room=can_post,
         uses_talk=bool(person.talk_available),
-        instruction_max=INSTRUCTION_MAX,
+        instruction_max=MAX_INSTRUCTION,
     )
 
 

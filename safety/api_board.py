@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from chat.selectors import is_member
+from config.params import is_id
 from directory.api import OrgAPIView
 from directory.permissions import PasswordChanged
 from safety import selectors, services
@@ -22,12 +23,12 @@ from safety.models import Incident
 from safety.selectors import access_incident
 
 
-def _department_param(request: Request) -> int | None:
-    raw = request.query_params.get("department", "")
+def department_param(raw: str) -> int | None:
+    """?department=N of the board (the API and the page): absent or empty is None, anything but an id a 404; 0
+    comes back as 0, and board_access refuses it."""
     if not raw:
         return None
-    # ASCII digits only: str.isdigit() is also true for "²" (int() fails: a 500) or "١" (read as 1).
-    if not (raw.isascii() and raw.isdigit()):
+    if not is_id(raw):
         raise Http404
     return int(raw)
 
@@ -53,7 +54,7 @@ class BoardApi(OrgAPIView):
 
     def get(self, request: Request, slug: str, incident_id: int) -> Response:
         incident = access_incident(self.person, incident_id)
-        department_id = _department_param(request)
+        department_id = department_param(request.query_params.get("department", ""))
         # ?department=0 names no department: 404 (board_access refuses the key), not the caller's default board.
         if department_id is None:
             stream = board_key_for(self.person, incident)

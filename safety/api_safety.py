@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApplicationError
+from config.params import is_id
 from config.throttle import throttle_allow
 from directory.api import OrgAPIView
 from directory.auth import client_ip
@@ -225,7 +226,7 @@ def _filters(request: Request) -> ResultFilter:
     answer = params.get("answer", "")
     if answer and answer not in selectors.ANSWER_FILTERS:
         raise ApplicationError(_("Unknown answer filter."), code="bad_filter")
-    if department and not (department.isascii() and department.isdigit()):
+    if department and not is_id(department):
         raise ApplicationError(_("department must be a department id."), code="bad_filter")
     return ResultFilter(
         department_id=int(department) if department else None, answer=answer, query=params.get("q", "")[:100]
@@ -235,8 +236,8 @@ def _filters(request: Request) -> ResultFilter:
 def _page_params(request: Request) -> tuple[int, int]:
     limit, offset = request.query_params.get("limit", ""), request.query_params.get("offset", "")
     return (
-        min(int(limit), 500) if limit.isascii() and limit.isdigit() and int(limit) > 0 else 200,
-        int(offset) if offset.isascii() and offset.isdigit() else 0,
+        min(int(limit), 500) if is_id(limit) and int(limit) > 0 else 200,
+        int(offset) if is_id(offset) else 0,
     )
 
 

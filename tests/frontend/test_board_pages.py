@@ -14,12 +14,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone, translation
 
+from consumers.models import Stream
 from directory.models import Organization, Role, User
+from frontend import board_views
 from frontend.board_views import duration_text, rate_percent
 from safety import services
+from safety.board import board_snapshot
 from safety.models import Incident
 from tests import factories
 from tests.conftest import signed_in
@@ -126,8 +130,9 @@ def test_organisation_wide_roles_get_the_whole_incident_stream(board: Board, rol
     assert stream_of(html) == f"board.{board.incident.id}"
     assert f'data-incident="{board.incident.id}"' in html
     assert 'data-live-state="reconnecting"' in html
-    # The stream is followed with the person's own ones.
-    assert f"&quot;board.{board.incident.id}&quot;" in html
+    # board.js follows the stream itself, from the page's seq: it is not among the streams opened with the socket.
+    assert f"&quot;board.{board.incident.id}&quot;" not in html
+    assert f"&quot;org.{board.org.id}&quot;" in html
     for name in ("青木 怜奈", "上野 穂乃果", "江口 蒼汰", "湖南工場", "東日本営業課"):
         assert name in html
     data = page_data(response, "board-data")
@@ -168,8 +173,27 @@ def test_department_manager_gets_their_subtree_and_nothing_else(board: Board) ->
     # Narrower inside the scope is fine; the whole incident, another subtree or nonsense is not.
     narrow = get(client, board.url(f"?department={board.east.id}")).content.decode()
     assert stream_of(narrow) == f"board.{board.incident.id}-{board.east.id}"
-    for query in (f"?department={board.plant.id}", f"?department={board.hq.id}", "?department=abc", "?department=-1"):
-        assert client.get(board.url(query)).status_code == 404, query
+    for query in (
+        f"?department={board.plant.id}",
+        f"?department={board.hq.id}",
+        "?department=abc",
+        "?department=-1",
+        "?department=0",
+        "?department=%C2%B2",  # "²": a digit to str.isdigit(), not to int()
+        "?department=" + "9" * 5000,  # more digits than int() reads
+    ):
+        assert client.get(board.url(query)).status_code == 404, query[:40]
+
+
+@pytest.mark.parametrize("query", ["?department=0", "?department=00", "?department=" + "1" * 19, "?department=1.0"])
+def test_a_department_that_names_none_is_404_as_on_the_api(board: Board, query: str) -> None:
+    """?department=0 is not "no department given" (the caller's default board): the API says 404 and so does the
+    page. An empty ?department= is the default board on both."""
+    client = signed_in(board.crisis)
+    assert client.get(board.api(query)).status_code == 404
+    assert client.get(board.url(query)).status_code == 404
+    assert stream_of(get(client, board.url("?department=")).content.decode()) == f"board.{board.incident.id}"
+    assert client.get(board.api("?department=")).json()["stream"] == f"board.{board.incident.id}"
 
 
 def test_full_scope_viewer_can_narrow_to_a_department(board: Board) -> None:
@@ -221,6 +245,50 @@ def test_embedded_snapshot_equals_the_api(board: Board, who: str) -> None:
     assert page_data(page, "board-data") == api["board"]
     assert stream_of(page.content.decode()) == api["stream"]
     assert api["board"]["instructions"][0]["body"] == "北側の駐車場に集合してください。"
+
+
+def seq_of(html: str) -> int:
+    match = re.search(r'<section id="board"[^>]*data-seq="(\d+)"', html)
+    assert match, "no #board with a seq"
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize("who", ["crisis", "department_manager"])
+def test_the_page_carries_the_seq_its_snapshot_was_read_at(board: Board, who: str) -> None:
+    """board.js subscribes from this seq, so a board that has not moved answers "subscribed" and nothing more:
+    it must be the stream's counter as it stood when the snapshot was read (the row is created, as subscribing
+    would, and read under its lock)."""
+    person = board.crisis if who == "crisis" else board.person(Role.DEPARTMENT_MANAGER, department=board.sales)
+    client = signed_in(person)
+    html = get(client, board.url()).content.decode()
+    key = stream_of(html)
+    assert Stream.objects.get(key=key).last_seq == 0
+    assert seq_of(html) == 0
+    Stream.objects.filter(key=key).update(last_seq=41)
+    assert seq_of(get(client, board.url()).content.decode()) == 41
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_seq_is_read_with_the_counter_locked(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the snapshot is read the stream's row is locked (SELECT … FOR UPDATE) in the transaction that read
+    the seq, as the socket's snapshot does: a ticker numbering a frame waits, so the seq shown is never older than
+    the numbers. (A transactional test: outside the view's own transaction there is none.)"""
+    seen: list[bool] = []
+
+    def watching(incident: Incident, department_id: int | None) -> Any:
+        seen.append(connection.in_atomic_block)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                " WHERE l.pid = pg_backend_pid() AND c.relname = %s AND l.mode = 'RowShareLock'",
+                [Stream._meta.db_table],
+            )
+            seen.append(cursor.fetchone()[0] > 0)
+        return board_snapshot(incident, department_id)
+
+    monkeypatch.setattr(board_views, "board_snapshot", watching)
+    get(signed_in(board.crisis), board.url())
+    assert seen == [True, True]
 
 
 @pytest.mark.usefixtures("fixed_now")

@@ -367,3 +367,12 @@ def test_target_people_ids_query_counts(org, crisis, board, tree, django_assert_
     with django_assert_num_queries(2):
         target = {"mode": "filter", "department_ids": [tree.sales.id], "answer": "unanswered"}
         assert len(selectors.target_people_ids(incident=incident, target=target)) == 1
+
+
+def test_results_api_refuses_numbers_that_are_no_ids(crisis_client, board):
+    """ "²" passes str.isdigit() and fails int(); 5,000 digits fail int(); 20 digits overflow a bigint: never a 500."""
+    url = f"/acme/api/safety/incidents/{board.incident.id}/results/"
+    for raw in ("²", "١", "9" * 5000, "9" * 20):
+        assert crisis_client.get(url, {"department": raw}).status_code == 400
+        paged = crisis_client.get(url, {"limit": raw, "offset": raw})
+        assert paged.status_code == 200 and paged.json()["total"] == 7

@@ -231,10 +231,12 @@ function safetyTitle(request) {
 }
 
 // --- New instructions (対策指示) in the same banner ------------------------------------------------------
-// When the organisation stream says an instruction was posted, the person's request for that incident is fetched
-// (after a random 0–2 s); people who were not asked get 404 and see nothing. The latest instruction per incident
-// stays in the banner, across the pages of this tab, until the person opens the answer page (which lists them
-// all), puts it away, or the incident closes.
+// When the organisation stream says an instruction was posted to an incident this person was asked to answer (one
+// of their open requests, which this script loads anyway), their request for it is fetched after a random 0–2 s.
+// Everyone else asks nothing: on the worst day the whole organisation's apps are open, and most were not asked.
+// An instruction that comes while the list is being (re)loaded waits for it: a send that asks the person, and the
+// instruction right after it. The latest instruction per incident stays in the banner, across the pages of this
+// tab, until the person opens the answer page (which lists them all), puts it away, or the incident closes.
 const NOTES_KEY = `tsunagu.instructions.${org}`;
 function answerPageIncident() { return Number(document.getElementById("answer")?.dataset.incident || 0); }
 function boardIncident() { return Number(document.getElementById("board")?.dataset.incident || 0); }
@@ -296,6 +298,20 @@ function instructionItem(note) {
 }
 
 let safetyRequests = [];
+let safetyListed = null;  // ids of the incidents of the person's open requests, once loaded (a Set)
+let safetyPending = 0;    // loads of the list scheduled or under way
+const instructionsWaiting = new Map();  // incident id -> newest instruction id, until the list says whose it is
+
+// Fetch the instructions of the person's own incidents; forget the others once no load of the list is pending.
+function settleInstructions() {
+  if (!safetyListed) return;  // never loaded (offline): the next load decides
+  for (const [incidentId, instructionId] of instructionsWaiting) {
+    if (safetyListed.has(incidentId)) {
+      instructionsWaiting.delete(incidentId);
+      loadInstruction(incidentId, instructionId);
+    } else if (!safetyPending) instructionsWaiting.delete(incidentId);
+  }
+}
 
 function renderSafetyBanner(requests = safetyRequests) {
   safetyRequests = requests;
@@ -358,6 +374,7 @@ async function loadSafetyRequests() {
   let requests;
   try { requests = await api("safety/mine/"); } catch { return; }
   if (load !== safetyLoads || !Array.isArray(requests)) return;  // a later load has answered already
+  safetyListed = new Set(requests.map((r) => Number(r.incident.id)));
   // Instructions of incidents that are no longer open (or no longer this person's) are put away.
   const notes = readNotes();
   const open = new Set(requests.map((r) => String(r.incident.id)));
@@ -369,7 +386,13 @@ async function loadSafetyRequests() {
 }
 
 function loadSafetyRequestsSoon(spread) {
-  setTimeout(loadSafetyRequests, spread ? Math.random() * 3000 : 0);
+  safetyPending += 1;
+  setTimeout(async () => {
+    try { await loadSafetyRequests(); } finally {
+      safetyPending -= 1;
+      settleInstructions();
+    }
+  }, spread ? Math.random() * 3000 : 0);
 }
 
 if (body.dataset.streams) {
@@ -385,14 +408,17 @@ if (body.dataset.streams) {
     const instructionId = Number(frame.data?.id);
     // The answer page and the board of this incident show the instruction themselves.
     if (!incidentId || incidentId === answerPageIncident() || incidentId === boardIncident()) return;
-    setTimeout(() => loadInstruction(incidentId, instructionId), Math.random() * 2000);
+    setTimeout(() => {
+      instructionsWaiting.set(incidentId, Math.max(instructionId || 0, instructionsWaiting.get(incidentId) || 0));
+      settleInstructions();
+    }, Math.random() * 2000);
   });
   // Opening the answer page shows every instruction: the note has done its work.
   if (answerPageIncident()) dropNote(answerPageIncident());
   // A snapshot after the first means the page missed events while away: ask again.
   let snapshots = 0;
   onEvent("snapshot:org", () => { if (snapshots++ > 0) loadSafetyRequestsSoon(true); });
-  loadSafetyRequests();
+  loadSafetyRequestsSoon(false);
 }
 
 // --- Service worker and push -------------------------------------------------------------------------

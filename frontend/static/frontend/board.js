@@ -1,12 +1,16 @@
 // The live disaster board (/<slug>/safety/incidents/<id>/board/). The first screen comes with the page
 // (#board-data is `board_snapshot`, #board-page the page's settings, #board-texts every word, translated).
 // The board's stream (`board.<incident>` or `board.<incident>-<department>`, in #board[data-stream]) is followed
-// through app.js `Live`: a snapshot replaces everything, a `board.tally` frame replaces the numbers (absolute
-// counts, so a missed frame heals on the next), a `board.instruction` frame adds an instruction. Once the
-// incident is completed the numbers stop changing and the report shows how long 25/50/75 % took.
+// through app.js `Live.follow` from the seq the page was drawn at (#board[data-seq], read with the snapshot), so
+// a board that has not moved since only answers "subscribed": a snapshot replaces everything, a `board.tally`
+// frame replaces the numbers (absolute counts, so a missed frame heals on the next), a `board.instruction` frame
+// adds an instruction. Once the incident is completed the board is frozen (no form; the report shows how long
+// 25/50/75 % took), but a frame still corrects its numbers: an answer that committed as the incident completed.
 // The people list reads GET /api/safety/incidents/<id>/results/ (at most every few seconds while frames
 // arrive); instructions and the instruction room go to the board API.
 import { api, onEvent } from "./app.js";
+
+const live = window.tsunagu?.live;
 
 const root = document.getElementById("board");
 const P = readJson("board-page");
@@ -709,7 +713,7 @@ function apply(b, { snapshot = false, quiet = false } = {}) {
   if (snapshot) renderInstructions(board.instructions || []);
   markAllMore();
   if (frozen && !wasFrozen) { announce(T.frozen_now); loadPeople(); }
-  else if (!frozen && !quiet) peopleSoon();
+  else if (!quiet) peopleSoon();
 }
 
 onEvent("snapshot:board", (frame) => {
@@ -723,7 +727,8 @@ onEvent("snapshot:board", (frame) => {
 onEvent("board.tally", (frame) => {
   if (frame.stream !== P.stream) return;
   root.dataset.seq = String(frame.seq);
-  if (frozen) return;  // the final numbers stay as they are
+  // Also once frozen: frames are absolute and come when the numbers changed, which after completion means an
+  // answer that committed as the incident completed. The frozen page takes the corrected final numbers.
   apply(frame.data);
   stampUpdated();
 });
@@ -732,6 +737,12 @@ onEvent("board.instruction", (frame) => {
   if (frame.stream !== P.stream) return;
   root.dataset.seq = String(frame.seq);
   addInstruction(frame.data);
+});
+
+// Subscribed from the page's own seq with nothing new: the board as drawn is current.
+onEvent("frame:subscribed", (frame) => {
+  if (frame.stream !== P.stream) return;
+  setLive("live");
 });
 
 onEvent("frame:error", (frame) => {
@@ -749,5 +760,8 @@ new MutationObserver(() => {
 
 apply(board, { snapshot: true, quiet: true });
 new ResizeObserver(debounce(() => { renderChart(board); markAllMore(); }, 100)).observe($("board-chart").parentElement);
-if (window.tsunagu?.live?.seq?.[P.stream] !== undefined) setLive("live");  // its snapshot came before this script
-else setLive("reconnecting");  // "Connecting…" until the first snapshot
+setLive("reconnecting");  // "Connecting…" until the stream answers the subscription
+// From the seq the page was drawn at: a board that has not moved since only answers "subscribed", one that has
+// a snapshot. Until the socket is open this only records the stream; opening subscribes it.
+const drawnSeq = Number(root.dataset.seq);
+live?.follow(P.stream, Number.isInteger(drawnSeq) && drawnSeq >= 0 ? drawnSeq : null);
