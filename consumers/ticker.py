@@ -20,13 +20,15 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.db import close_old_connections
+from django.db import connection
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +58,28 @@ class TickerSpec:
     follow: Callable[[Sequence[str], int], None] | None = None
 
 
-def _closing(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` closing the thread's connection before and after, as the request cycle does. Not left to
-    database_sync_to_async: channels.testing replaces its close with a no-op, which would leave a connection
-    open in each worker thread."""
+# The tickers' reads run in one thread of their own that keeps its database connection from one read to the
+# next (until a ticker stops). Taken from the pool on every read, as the request cycle does, each read would
+# queue behind every request waiting for the pool: in a burst of answers the boards would stand still for as
+# long as that queue is.
+_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticker-read")
 
-    def call(*args: Any) -> Any:
-        close_old_connections()
-        try:
-            return fn(*args)
-        finally:
-            close_old_connections()
+
+def _keeping(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:
+        connection.close()  # it may be broken: the next read takes a fresh one
+        raise
+
+
+def _close() -> None:
+    connection.close()  # in the read thread: `connection` is that thread's
+
+
+def _read(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    async def call(*args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(_reads, partial(_keeping, fn, *args))
 
     return call
 
@@ -104,11 +117,11 @@ class Ticker:
         self.owner = owner
         self.clock = clock
         self.sleep = sleep
-        # Tests pass a run_sync that calls straight through. By default both run in a worker thread of their own,
+        # Tests pass a run_sync that calls straight through. By default both run in worker threads of their own,
         # not the one thread that serves the process's sync views and consumers, so a read of the numbers never
-        # holds up the answers being posted; the database wrapper closes the connection it used afterwards.
+        # holds up the answers being posted; the reads keep their connection (see _reads).
         self.run_cache = run_sync or (lambda fn: sync_to_async(fn, thread_sensitive=False))
-        self.run_db = run_sync or (lambda fn: sync_to_async(_closing(fn), thread_sensitive=False))
+        self.run_db = run_sync or _read
         self.poll = settings.BOARD_POLL_MS / 1000
         self.gap = settings.BOARD_FRAME_MS / 1000
         self.refresh = float(settings.BOARD_REFRESH_SECONDS)
@@ -164,7 +177,9 @@ class Ticker:
             )
             self.sent[frame.stream] = frame.digest
         if frames:
-            self.last_frame_at = now
+            # The gap runs from when the frames went out, not from when this look began: a slow read or send
+            # must not bring the next frame closer (boards would see three frames within one second).
+            self.last_frame_at = self.clock()
             self.frames_sent += len(frames)
         return len(frames)
 
@@ -181,6 +196,9 @@ class Ticker:
             await self.sleep(self.poll)
 
     async def release(self) -> None:
+        if self.run_db is _read:
+            # Give the read thread's connection back; a ticker still running takes one again on its next read.
+            await asyncio.get_running_loop().run_in_executor(_reads, _close)
         if self.holding:
             self.holding = False
             try:

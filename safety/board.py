@@ -16,6 +16,7 @@ One ticker per incident (consumers/ticker.py) calls `board_tick`; answers only m
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import json
@@ -250,34 +251,42 @@ def board_source(incident: Incident, *, now: datetime | None = None) -> BoardSou
             )
         )
         .filter(rank__lte=ATTENTION_LIMIT)
-        .select_related("person", "answer")
-        .only(
+        .order_by(serious_first.asc(), F("answered_at").desc(nulls_last=True), "-id")
+        # Plain rows, not model instances: up to ATTENTION_LIMIT per department, on every tick.
+        .values_list(
             "person_id",
-            "status",
-            "needs_help",
-            "answered_at",
+            "person__department_id",
             "person__last_name",
             "person__first_name",
             "person__login_id",
-            "person__department_id",
+            "status",
+            "needs_help",
+            "answered_at",
             "answer__values",
         )
-        .order_by(serious_first.asc(), F("answered_at").desc(nulls_last=True), "-id")
     )
     attention = []
-    for r in attention_rows:
-        department_id = r.person.department_id
-        values = r.answer.values if r.answer is not None and isinstance(r.answer.values, dict) else {}
-        comment = values.get("comment")
+    for (
+        person_id,
+        dept_id,
+        last_name,
+        first_name,
+        login_id,
+        status,
+        needs_help,
+        answered_at,
+        values,
+    ) in attention_rows:
+        comment = values.get("comment") if isinstance(values, dict) else None
         attention.append(
             AttentionRow(
-                person_id=r.person_id,
-                department_id=department_id,
-                name=r.person.display_name,
-                department=departments[department_id][0] if department_id in departments else "",
-                status=r.status or "none",
-                needs_help=r.needs_help,
-                answered_at=r.answered_at,
+                person_id=person_id,
+                department_id=dept_id,
+                name=f"{last_name} {first_name}".strip() or login_id,  # as User.display_name
+                department=departments[dept_id][0] if dept_id in departments else "",
+                status=status or "none",
+                needs_help=needs_help,
+                answered_at=answered_at,
                 comment=comment[:200] if isinstance(comment, str) else "",
             )
         )
@@ -314,14 +323,11 @@ def _series(times: list[float], start: float, end: float) -> dict[str, Any]:
     """Cumulative first answers at the end of each interval since the incident opened (at most SERIES_POINTS)."""
     span = max(end - start, 1.0)
     width = max(SERIES_MIN_WIDTH, math.ceil(span / SERIES_POINTS / SERIES_MIN_WIDTH) * SERIES_MIN_WIDTH)
-    buckets = [0] * max(1, math.ceil(span / width))
-    for t in times:
-        index = min(len(buckets) - 1, max(0, int((t - start) // width)))
-        buckets[index] += 1
-    running, points = 0, []
-    for n in buckets:
-        running += n
-        points.append(running)
+    count = max(1, math.ceil(span / width))
+    # `times` is in order: the running total at the end of an interval is how many came before that end
+    # (answers before the start count in the first interval, any after the end in the last).
+    points = [bisect.bisect_left(times, start + (i + 1) * width) for i in range(count - 1)]
+    points.append(len(times))
     return {"width": width, "points": points}
 
 

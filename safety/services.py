@@ -767,7 +767,9 @@ def answer_submit(
     group = user_group(person.id)
     transaction.on_commit(lambda: publish_now(group, ANSWER_RECORDED, data), robust=True)
     # The boards read the numbers on their ticker's next look: one cache write, not a frame per answer.
-    transaction.on_commit(partial(board_touch, incident.id), robust=True)
+    # A lambda, not functools.partial: robust on_commit logs a failure with the callable's __qualname__, which a
+    # partial lacks, so a Redis error here would raise AttributeError and turn the stored answer into an HTTP 500.
+    transaction.on_commit(lambda: board_touch(incident_id), robust=True)
     recipient.status, recipient.needs_help, recipient.answer = clean.status, clean.needs_help, answer
     recipient.answer_count, recipient.first_answered_at, recipient.answered_at = count, first, answer.created_at
     return answer

@@ -152,9 +152,17 @@ if CHANNEL_REDIS_URLS:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # One Redis connection pool per process, not one per request (config/cache.py). When every connection
+            # is in use a request waits for one (up to 10 s) instead of failing: redis-py's plain pool raises past
+            # its max_connections (100 by default), and a process serves more requests than that at once in a burst.
+            "BACKEND": "config.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "cache"),
+            "OPTIONS": {
+                "pool_class": "redis.BlockingConnectionPool",
+                "max_connections": 100,
+                "timeout": 10,
+            },
         }
     }
 else:
