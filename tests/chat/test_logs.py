@@ -284,7 +284,8 @@ def test_a_run_that_dies_before_commit_leaves_nothing_behind(org, room, alice, m
 
 
 def test_a_fresh_message_waits_a_minute_but_is_in_the_latest_log(org, room, alice):
-    now = timezone.now()
+    # A fixed midday: run just after midnight in Japan, "old" and "fresh" would fall on two days (two log parts).
+    now = jst(2025, 4, 2, 12, 0)
     old = post(room, alice, "old", now - timedelta(seconds=120))
     post(room, alice, "fresh", now - timedelta(seconds=10))
 
