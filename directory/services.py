@@ -72,6 +72,9 @@ def organization_create(
         must_change_password=True,
     )
     RoleAssignment.objects.create(user=admin, role=Role.SYSTEM_ADMIN)
+    from safety.autodispatch import preset_rule_create
+
+    preset_rule_create(organization)  # 震度5強 or more reaches the people based there, before the first sign-in
     return CreatedOrganization(organization=organization, admin=admin, password=password)
 
 

@@ -49,6 +49,8 @@ class JmaDocument(models.Model):
     headline = models.TextField(blank=True)
     # report.inspect_dict() plus epicenter_name, magnitude and origin_time.
     summary = models.JSONField(default=dict)
+    # When automatic dispatch decided on it for every organisation; the scan picks up any a crash left undecided.
+    evaluated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-report_datetime", "-id"]
@@ -116,6 +118,10 @@ class Incident(models.Model):
     )
     # The instruction room (対策室): a talk room of the people chosen to decide what to do next.
     room = models.OneToOneField("chat.Room", null=True, blank=True, on_delete=models.SET_NULL, related_name="incident")
+    # Automatic incidents: the JMA event they answer ("earthquake|通常|20240101161010") and their title in each
+    # language ({"ja": "災害発生：…", "en": "Disaster occurred: …"}), which every recipient gets in their own.
+    jma_event = models.CharField(max_length=200, blank=True)
+    titles = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -127,6 +133,10 @@ class Incident(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in (IncidentStatus.ACCEPTING, IncidentStatus.SENDING)
+
+    def title_in(self, language: str) -> str:
+        """The title a person reads: an automatic incident's in their language, else the one title."""
+        return str(self.titles.get(language) or self.title)
 
 
 class Dispatch(models.Model):
@@ -282,3 +292,110 @@ class Instruction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.incident_id}:{self.body[:30]}"
+
+
+# --- Automatic dispatch from JMA reports ---------------------------------------------------------------------------
+
+
+class Hazard(models.TextChoices):
+    EARTHQUAKE = "earthquake", _("Earthquake")
+    TSUNAMI = "tsunami", _("Tsunami")
+    SPECIAL_WARNING = "special_warning", _("Special warning")
+
+
+class TsunamiLevel(models.TextChoices):
+    ADVISORY = "advisory", _("Tsunami advisory (津波注意報)")
+    WARNING = "warning", _("Tsunami warning (津波警報)")
+    MAJOR = "major", _("Major tsunami warning (大津波警報)")
+
+
+class RuleTarget(models.TextChoices):
+    BASED = "based", _("People based in the places hit")
+    CHOSEN = "chosen", _("Chosen departments and people")
+
+
+class SafetySettings(models.Model):
+    """An organisation's automatic-dispatch settings and the decision state JMA reports left (one row, which is
+    also the lock that puts one organisation's decisions in order)."""
+
+    organization = models.OneToOneField(
+        "directory.Organization", on_delete=models.CASCADE, related_name="safety_settings"
+    )
+    # 訓練 messages dispatch (as drills) only while this is on.
+    drill_mode = models.BooleanField(default=False)
+    # safety.jma.decide state: the events seen, who each report reached, recent dispatches for suppression.
+    jma_state = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"settings:{self.organization_id}"
+
+
+class DispatchRule(models.Model):
+    """When a JMA report sends a safety check by itself, to whom, with which form and message."""
+
+    organization = models.ForeignKey("directory.Organization", on_delete=models.CASCADE, related_name="dispatch_rules")
+    name = models.CharField(max_length=100)
+    hazard = models.CharField(max_length=16, choices=Hazard.choices)
+    enabled = models.BooleanField(default=True)
+    # Where: prefecture codes (all hazards), and finer places by hazard: 地震情報細分区域 (3 digits), 津波予報区
+    # coasts (3 digits) or municipalities (7 digits). Both empty: anywhere in Japan.
+    prefectures = models.JSONField(default=list, blank=True)
+    areas = models.JSONField(default=list, blank=True)
+    # The threshold, by hazard: an intensity class, a tsunami level, or the special-warning kinds ([]: all).
+    min_intensity = models.CharField(max_length=2, default="5+")
+    tsunami_level = models.CharField(max_length=8, choices=TsunamiLevel.choices, default=TsunamiLevel.WARNING)
+    special_kinds = models.JSONField(default=list, blank=True)
+    # Who: people whose REGION_CODE is a prefecture hit (recommended), or the chosen departments and people.
+    target_mode = models.CharField(max_length=8, choices=RuleTarget.choices, default=RuleTarget.BASED)
+    department_ids = models.JSONField(default=list, blank=True)
+    person_ids = models.JSONField(default=list, blank=True)
+    # The question form (None: the default form) and the message template (None: the built-in message).
+    questions = models.JSONField(null=True, blank=True)
+    template = models.ForeignKey(MessageTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Wait this long before sending (a 取消 in the meantime sends nothing); ignore weaker aftershocks in the
+    # same prefecture for this long after a dispatch.
+    hold_minutes = models.PositiveIntegerField(default=0)
+    suppress_minutes = models.PositiveIntegerField(default=0)
+    is_preset = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["hazard", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JmaDecision(models.Model):
+    """The audit log: what one JMA report decided for one organisation, and why. A decision with people to
+    notify is also the schedule: it is executed once its hold is over (`due_at`), by whoever gets there first."""
+
+    organization = models.ForeignKey("directory.Organization", on_delete=models.CASCADE, related_name="+")
+    document = models.ForeignKey(JmaDocument, on_delete=models.CASCADE, related_name="decisions")
+    decided_at = models.DateTimeField(default=timezone.now)
+    decision = models.CharField(max_length=8)  # dispatch / update / withdraw / ignore
+    hazard = models.CharField(max_length=16, blank=True)
+    drill = models.BooleanField(default=False)
+    reason = models.TextField()
+    reason_code = models.CharField(max_length=24)
+    rule_ids = models.JSONField(default=list)
+    new_person_ids = models.JSONField(default=list)
+    withdrawn_person_ids = models.JSONField(default=list)
+    # safety.jma.decide.Action dicts; the incident ids they went to once executed.
+    actions = models.JSONField(default=list)
+    incident_ids = models.JSONField(default=list)
+    due_at = models.DateTimeField(null=True, blank=True)
+    executed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["organization", "document"], name="jmadecision_unique")]
+        indexes = [
+            models.Index(fields=["organization", "-decided_at"], name="jmadecision_log"),
+            models.Index(fields=["due_at"], condition=models.Q(executed_at__isnull=True), name="jmadecision_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}:{self.document_id}={self.decision}"

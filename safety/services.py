@@ -540,10 +540,10 @@ def answer_url(incident: Incident, person_id: int) -> str:
     return answer_path(slug=incident.organization.slug, token=token)
 
 
-def _notification(incident: Incident, person_id: int) -> dict[str, Any]:
-    prefix = "[訓練] " if incident.is_drill else ""
+def _notification(incident: Incident, person_id: int, language: str = "") -> dict[str, Any]:
+    prefix = "[訓練] " if incident.is_drill and not incident.titles else ""
     return {
-        "title": f"{prefix}{incident.title}"[:200],
+        "title": f"{prefix}{incident.title_in(language)}"[:200],
         "body": incident.message.split("\n", 1)[0][:160],
         # ?via=push: the answer page records that the answer came from the notification.
         "url": answer_url(incident, person_id) + "?via=push",
@@ -561,7 +561,10 @@ def _send_push(dispatch: Dispatch, rows: Sequence[Delivery], pusher: PushSession
             "id", "user_id", "endpoint", "p256dh", "auth"
         )
     )
-    payloads = {r.person_id: _notification(incident, r.person_id) for r in rows}
+    languages: dict[int, str] = {}
+    if incident.titles:  # an automatic incident: everyone reads its title in their own language
+        languages = dict(User.objects.filter(id__in=[r.person_id for r in rows]).values_list("id", "language"))
+    payloads = {r.person_id: _notification(incident, r.person_id, languages.get(r.person_id, "")) for r in rows}
     targets = [
         PushTarget(id=id_, endpoint=endpoint, p256dh=p256dh, auth=auth, payload=payloads[user_id])
         for id_, user_id, endpoint, p256dh, auth in subscriptions
@@ -596,7 +599,7 @@ def _send_push(dispatch: Dispatch, rows: Sequence[Delivery], pusher: PushSession
 
 def _mail_text(incident: Incident, person: User) -> tuple[str, str]:
     link = settings.SITE_URL + answer_url(incident, person.id)
-    prefix = _("[DRILL] ") if incident.is_drill else ""
+    prefix = _("[DRILL] ") if incident.is_drill and not incident.titles else ""
     body = "\n".join(
         [
             _("%(name)s,") % {"name": person.display_name},
@@ -610,7 +613,7 @@ def _mail_text(incident: Incident, person: User) -> tuple[str, str]:
             f"-- {incident.organization.name}",
         ]
     )
-    return f"{prefix}{incident.title}", body
+    return f"{prefix}{incident.title_in(person.language)}", body
 
 
 def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from safety import services
+from safety import autodispatch, services
 from safety.jma.poller import poll_all
 
 
@@ -31,6 +31,17 @@ def incident_admins_notify(incident_id: int, dispatch_id: int | None = None) -> 
     return services.incident_admins_notify(incident_id=incident_id, dispatch_id=dispatch_id)
 
 
+@shared_task(acks_late=True)
+def jma_decide(document_id: int) -> int:
+    """Decide a stored JMA document for every organisation and execute what is due now (hold 0)."""
+    return len(autodispatch.jma_document_decide(document_id=document_id))
+
+
+@shared_task(acks_late=True)
+def jma_decision_execute(decision_id: int) -> list[int]:
+    return autodispatch.decision_execute(decision_id=decision_id)
+
+
 @shared_task
 def safety_scan() -> dict[str, int]:
     """Beat, every SAFETY_SCAN_SECONDS: restart sends whose worker stopped, send due end notices and any
@@ -42,4 +53,17 @@ def safety_scan() -> dict[str, int]:
     unnotified = services.incidents_unnotified()
     for incident_id in unnotified:
         incident_admins_notify.delay(incident_id)
-    return {"resumed": len(stalled), "end_notices": len(ended), "notified": len(unnotified)}
+    # Automatic dispatch: documents a crash left undecided, and decisions whose hold is over.
+    undecided = autodispatch.documents_undecided()
+    for document_id in undecided:
+        jma_decide.delay(document_id)
+    due = autodispatch.decisions_due()
+    for decision_id in due:
+        jma_decision_execute.delay(decision_id)
+    return {
+        "resumed": len(stalled),
+        "end_notices": len(ended),
+        "notified": len(unnotified),
+        "jma_decided": len(undecided),
+        "jma_executed": len(due),
+    }

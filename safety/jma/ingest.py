@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 
 from config.errors import ApplicationError
 from consumers.publisher import publish_on_commit
+from safety.autodispatch import jma_autodispatch_after_commit
 from safety.events import JMA_GROUP, JMA_REPORT, report_data
 from safety.jma.parser import Report, parse_report
 from safety.models import JmaDocument, JmaSource
@@ -100,6 +101,9 @@ def jma_document_ingest_result(*, url: str, raw: bytes, source: str) -> IngestRe
                 summary=report_summary(report, url),
             )
             publish_on_commit(JMA_GROUP, JMA_REPORT, report_data(doc))
+            document_id = doc.id
+            # Automatic dispatch decides it after commit; the safety scan decides it if this is lost.
+            transaction.on_commit(lambda: jma_autodispatch_after_commit(document_id), robust=True)
     except IntegrityError:
         # Another process stored the same URL between our check and our insert: theirs is the one.
         existing = JmaDocument.objects.filter(url=url).defer("raw").first()

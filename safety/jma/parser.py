@@ -111,8 +111,12 @@ class Report:
     intensity_by_area: dict[str, str] = field(default_factory=dict)
     intensity_by_city: dict[str, str] = field(default_factory=dict)
     cities_not_reported: list[str] = field(default_factory=list)  # City/Code with Condition 震度５弱以上未入電
+    areas_not_reported: list[str] = field(default_factory=list)  # Area/Code of those cities
     tsunami_by_area: dict[str, str] = field(default_factory=dict)
     special_by_area: dict[str, list[str]] = field(default_factory=dict)
+    # Every 特別警報 kind named in Body/Warning/Item/Kind per area code, with its Status (発表, 継続, 解除,
+    # 特別警報から警報, …): what the dispatcher needs to tell a new issue from a continuation and a lifting.
+    special_status_by_area: dict[str, dict[str, str]] = field(default_factory=dict)
     origin_time: datetime | None = None
     epicenter_name: str = ""
     epicenter_code: str = ""
@@ -274,14 +278,17 @@ def _kind(type_code: str | None, title: str) -> Kind:
 # --- body parts ------------------------------------------------------------------------------------------------------
 
 
-def _intensity(body: ET.Element | None) -> tuple[str | None, dict[str, str], dict[str, str], dict[str, str], list[str]]:
+def _intensity(
+    body: ET.Element | None,
+) -> tuple[str | None, dict[str, str], dict[str, str], dict[str, str], list[str], list[str]]:
     observation = _child(body, NS_SEIS, "Intensity", "Observation")
     if observation is None:
-        return None, {}, {}, {}, []
+        return None, {}, {}, {}, [], []
     by_pref: dict[str, str] = {}
     by_area: dict[str, str] = {}
     by_city: dict[str, str] = {}
     not_reported: list[str] = []
+    areas_not_reported: list[str] = []
     for pref in _children(observation, NS_SEIS, "Pref"):
         code = _ctext(pref, NS_SEIS, "Code")
         value = _ctext(pref, NS_SEIS, "MaxInt")
@@ -299,8 +306,10 @@ def _intensity(body: ET.Element | None) -> tuple[str | None, dict[str, str], dic
                     by_city[city_code] = city_value
                 if city_code and _ctext(city, NS_SEIS, "Condition") == "震度５弱以上未入電":
                     not_reported.append(city_code)
+                    if area_code and area_code not in areas_not_reported:
+                        areas_not_reported.append(area_code)
     max_int = _ctext(observation, NS_SEIS, "MaxInt") or None
-    return max_int, by_pref, by_area, by_city, not_reported
+    return max_int, by_pref, by_area, by_city, not_reported, areas_not_reported
 
 
 def _tsunami(body: ET.Element | None) -> dict[str, str]:
@@ -340,6 +349,25 @@ def _special(body: ET.Element | None) -> dict[str, list[str]]:
     return {code: sorted(kinds) for code, kinds in sorted(found.items())}
 
 
+def _special_statuses(body: ET.Element | None) -> dict[str, dict[str, str]]:
+    """Per area code, the Status of every 特別警報 kind its Item/Kind names (never NextKinds or Significancy)."""
+    found: dict[str, dict[str, str]] = {}
+    for warning in _children(body, NS_METE, "Warning"):
+        for item in _children(warning, NS_METE, "Item"):
+            kinds = {
+                _ctext(kind, NS_METE, "Code"): _ctext(kind, NS_METE, "Status")
+                for kind in _children(item, NS_METE, "Kind")
+                if _ctext(kind, NS_METE, "Code") in SPECIAL_WARNING_KINDS
+            }
+            if not kinds:
+                continue
+            for area in _item_areas(item):
+                code = _ctext(area, NS_METE, "Code")
+                if code:
+                    found.setdefault(code, {}).update(kinds)
+    return {code: dict(sorted(kinds.items())) for code, kinds in sorted(found.items())}
+
+
 def _first(nodes: Iterable[ET.Element | None]) -> ET.Element | None:
     for node in nodes:
         if node is not None:
@@ -374,8 +402,8 @@ def parse_report(raw: bytes) -> Report:
 
     type_code = _type_code(title)
     kind = _kind(type_code, title)
-    max_int, by_pref, by_area, by_city, not_reported = (
-        _intensity(body) if kind == "earthquake" else (None, {}, {}, {}, [])
+    max_int, by_pref, by_area, by_city, not_reported, areas_not_reported = (
+        _intensity(body) if kind == "earthquake" else (None, {}, {}, {}, [], [])
     )
 
     earthquake = _child(body, NS_SEIS, "Earthquake")
@@ -411,8 +439,10 @@ def parse_report(raw: bytes) -> Report:
         intensity_by_area=by_area,
         intensity_by_city=by_city,
         cities_not_reported=not_reported,
+        areas_not_reported=areas_not_reported,
         tsunami_by_area=_tsunami(body) if kind == "tsunami" else {},
         special_by_area=_special(body) if kind == "weather" else {},
+        special_status_by_area=_special_statuses(body) if kind == "weather" else {},
         origin_time=_datetime(_ctext(earthquake, NS_SEIS, "OriginTime"), where="Body/Earthquake/OriginTime"),
         epicenter_name=_ctext(hypo_area, NS_SEIS, "Name"),
         epicenter_code=epicenter_code,

@@ -1,0 +1,480 @@
+"""Automatic dispatch from JMA reports: the I/O around the pure decision in `safety.jma.decide`.
+
+A stored JMA document is decided once per organisation (`jma_document_decide`, unique per organisation and
+document, under the organisation's settings row lock so its decisions run in order). Every decision is an
+audit row (`JmaDecision`) with its reason. A decision with people to notify is executed when its hold is over
+(`decision_execute`): at once when the hold is 0, else by the `safety_scan` beat, which reads the due rows from
+the database; nothing waits in the broker. A document a crash left undecided is decided by the same scan.
+
+`replay` and `verify` run the same decision on the organisation's current rules and directory with an empty
+state and store nothing: what the replay and verify pages and `manage.py jma_replay` show.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from consumers.publisher import publish_on_commit, push_request
+from directory.events import user_group
+from directory.models import Organization, User
+from directory.regions import PREFECTURES
+from directory.selectors import department_subtrees
+from safety.jma.codes import SPECIAL_WARNING_KINDS
+from safety.jma.decide import (
+    TSUNAMI_LEVEL_NAMES,
+    Action,
+    Hazard,
+    Outcome,
+    Person,
+    RuleSpec,
+    decide,
+    empty_state,
+    prune_state,
+    synthetic_report,
+)
+from safety.jma.parser import Report, parse_report
+from safety.models import (
+    Delivery,
+    DispatchRule,
+    Incident,
+    IncidentStatus,
+    JmaDecision,
+    JmaDocument,
+    Recipient,
+    RuleTarget,
+    SafetySettings,
+)
+
+logger = logging.getLogger(__name__)
+
+PRESET_NAME = "震度5強以上 / Intensity 5+ or more"
+WITHDRAW_EVENT = "safety.withdrawn"
+HAZARD_NAMES = {
+    "earthquake": ("地震", "Earthquake"),
+    "tsunami": ("津波", "Tsunami"),
+    "special_warning": ("特別警報", "Special warning"),
+}
+DEFAULT_MESSAGES = {
+    "earthquake": (
+        "気象庁の発表により、あなたの地域で強い揺れが観測されました。身の安全を確保してから、安否を回答してください。\n\n"
+        "JMA reports strong shaking in your area. Once you are safe, please answer this safety check."
+    ),
+    "tsunami": (
+        "気象庁が津波警報等を発表しました。海岸から離れ、高い所へ避難してから、安否を回答してください。\n\n"
+        "JMA has issued a tsunami warning for your area. Move away from the coast to high ground, then answer."
+    ),
+    "special_warning": (
+        "気象庁が特別警報を発表しました。命を守る行動をとってから、安否を回答してください。\n\n"
+        "JMA has issued a special warning (特別警報) for your area. Act now to protect your life, then answer."
+    ),
+}
+EVALUATE_WITHIN = timedelta(days=2)  # the scan decides documents a crash left undecided, if this recent
+STATE_EVENTS_KEPT = 200
+
+
+# --- rules and people as the decision sees them --------------------------------------------------------------------
+
+
+def safety_settings(organization: Organization, *, lock: bool = False) -> SafetySettings:
+    SafetySettings.objects.get_or_create(organization=organization)
+    query = SafetySettings.objects.filter(organization=organization)
+    return (query.select_for_update() if lock else query).get()
+
+
+def preset_rule_create(organization: Organization) -> DispatchRule:
+    """The rule every organisation starts with: 震度5強 or more in any prefecture reaches the people based there."""
+    return DispatchRule.objects.create(
+        organization=organization,
+        name=PRESET_NAME,
+        hazard="earthquake",
+        min_intensity="5+",
+        target_mode=RuleTarget.BASED,
+        is_preset=True,
+    )
+
+
+def _safety_people(organization_id: int) -> Any:
+    return User.objects.filter(organization_id=organization_id, is_active=True, anpi_login_id__isnull=False)
+
+
+def people_specs(organization: Organization) -> list[Person]:
+    """Everyone a safety check can reach: active people with a safety-confirmation ID."""
+    rows = _safety_people(organization.id).values_list("id", "login_id", "region_code").order_by("id")
+    return [Person(id=i, login_id=login, region_code=region or "") for i, login, region in rows]
+
+
+def rule_spec(rule: DispatchRule, people_ids: set[int]) -> RuleSpec:
+    chosen: set[int] = set()
+    if rule.target_mode == RuleTarget.CHOSEN:
+        subtrees = department_subtrees(organization_id=rule.organization_id, department_ids=list(rule.department_ids))
+        departments = {d for ids in subtrees.values() for d in ids}
+        if departments:
+            chosen |= set(
+                _safety_people(rule.organization_id).filter(department_id__in=departments).values_list("id", flat=True)
+            )
+        chosen |= {int(p) for p in rule.person_ids}
+        chosen &= people_ids
+    return RuleSpec(
+        id=rule.id,
+        name=rule.name,
+        hazard=rule.hazard,  # type: ignore[arg-type]
+        prefectures=frozenset(rule.prefectures),
+        areas=frozenset(rule.areas),
+        min_intensity=rule.min_intensity,
+        tsunami_level=rule.tsunami_level,
+        special_kinds=frozenset(rule.special_kinds),
+        target_mode=rule.target_mode,  # type: ignore[arg-type]
+        chosen_ids=frozenset(chosen),
+        hold_minutes=rule.hold_minutes,
+        suppress_minutes=rule.suppress_minutes,
+    )
+
+
+def rule_specs(organization: Organization, people: Sequence[Person]) -> list[RuleSpec]:
+    ids = {p.id for p in people}
+    return [rule_spec(r, ids) for r in DispatchRule.objects.filter(organization=organization, enabled=True)]
+
+
+# --- titles --------------------------------------------------------------------------------------------------------
+
+
+def _level_names(hazard: str, level: str) -> tuple[str, str]:
+    if hazard == "earthquake":
+        ja = "震度" + level.replace("-", "弱").replace("+", "強")
+        en = "intensity " + level
+        return ja, en
+    if hazard == "tsunami":
+        return TSUNAMI_LEVEL_NAMES.get(level, (level, level))
+    name = SPECIAL_WARNING_KINDS.get(level, level)
+    return name, f"special warning ({name})"
+
+
+def incident_titles(hazard: str, places: Sequence[str], level: str, *, drill: bool = False) -> dict[str, str]:
+    """ "災害発生 / Disaster occurred" in each language, with the hazard, the level and the places."""
+    level_ja, level_en = _level_names(hazard, level)
+    names_ja = [PREFECTURES[p].ja if p in PREFECTURES else p for p in places]
+    names_en = [PREFECTURES[p].en if p in PREFECTURES else p for p in places]
+    if len(places) > 8:
+        names_ja = [*names_ja[:8], f"ほか{len(places) - 8}"]
+        names_en = [*names_en[:8], f"and {len(places) - 8} more"]
+    hazard_ja, hazard_en = HAZARD_NAMES.get(hazard, (hazard, hazard))
+    drill_ja, drill_en = ("【訓練】", "[DRILL] ") if drill else ("", "")
+    return {
+        "ja": f"{drill_ja}災害発生：{hazard_ja}（{level_ja}）{'、'.join(names_ja)}"[:200],
+        "en": f"{drill_en}Disaster occurred: {hazard_en} ({level_en}) {', '.join(names_en)}"[:200],
+    }
+
+
+# --- deciding --------------------------------------------------------------------------------------------------
+
+
+def _action_dict(action: Action) -> dict[str, Any]:
+    data = asdict(action)
+    data["person_ids"] = list(action.person_ids)
+    data["rule_ids"] = list(action.rule_ids)
+    data["places"] = list(action.places)
+    return data
+
+
+def jma_document_decide(*, document_id: int, execute: bool = True) -> list[JmaDecision]:
+    """Decide one stored document for every organisation (each once), then execute what is due now."""
+    document = JmaDocument.objects.filter(id=document_id).first()
+    if document is None:
+        return []
+    report = parse_report(bytes(document.raw))
+    decided: list[JmaDecision] = []
+    for organization in Organization.objects.order_by("id"):
+        decision = _decide_for(organization, document, report)
+        if decision is not None:
+            decided.append(decision)
+    JmaDocument.objects.filter(id=document.id, evaluated_at__isnull=True).update(evaluated_at=timezone.now())
+    if execute:
+        for decision in decided:
+            if decision.due_at is not None and decision.due_at <= timezone.now():
+                decision_execute(decision_id=decision.id)
+    return decided
+
+
+@transaction.atomic
+def _decide_for(organization: Organization, document: JmaDocument, report: Report) -> JmaDecision | None:
+    settings_row = safety_settings(organization, lock=True)
+    if JmaDecision.objects.filter(organization=organization, document=document).exists():
+        return None
+    people = people_specs(organization)
+    outcome = decide(
+        report,
+        rules=rule_specs(organization, people),
+        people=people,
+        state=settings_row.jma_state or None,
+        drill_mode=settings_row.drill_mode,
+        doc_key=document.url,
+    )
+    now = timezone.now()
+    hold = min((a.hold_minutes for a in outcome.actions), default=0)
+    decision = JmaDecision.objects.create(
+        organization=organization,
+        document=document,
+        decided_at=now,
+        decision=outcome.decision,
+        hazard=outcome.hazard or "",
+        drill=outcome.drill,
+        reason=outcome.reason,
+        reason_code=outcome.reason_code,
+        rule_ids=outcome.rule_ids,
+        new_person_ids=outcome.new_ids,
+        withdrawn_person_ids=outcome.withdrawn_ids,
+        actions=[_action_dict(a) for a in outcome.actions],
+        due_at=now + timedelta(minutes=hold) if outcome.actions else None,
+    )
+    settings_row.jma_state = prune_state(outcome.state, keep=STATE_EVENTS_KEPT)
+    settings_row.updated_at = now
+    settings_row.save(update_fields=["jma_state", "updated_at"])
+    logger.info(
+        "JMA %s for %s: %s (%s)",
+        document.url,
+        organization.slug,
+        outcome.decision,
+        outcome.reason,
+    )
+    return decision
+
+
+def documents_undecided(*, now: datetime | None = None) -> list[int]:
+    """Recent documents a crash (or a lost task) left undecided."""
+    now = now or timezone.now()
+    return list(
+        JmaDocument.objects.filter(evaluated_at__isnull=True, received_at__gte=now - EVALUATE_WITHIN)
+        .order_by("received_at", "id")
+        .values_list("id", flat=True)[:100]
+    )
+
+
+def decisions_due(*, now: datetime | None = None) -> list[int]:
+    now = now or timezone.now()
+    return list(
+        JmaDecision.objects.filter(executed_at__isnull=True, due_at__lte=now)
+        .order_by("due_at", "id")
+        .values_list("id", flat=True)[:100]
+    )
+
+
+# --- executing -------------------------------------------------------------------------------------------------
+
+
+def _rule_for(action: Mapping[str, Any]) -> DispatchRule | None:
+    ids = action.get("rule_ids") or []
+    return DispatchRule.objects.filter(id__in=ids).order_by("id").first() if ids else None
+
+
+def _incident_for(organization: Organization, action: Mapping[str, Any]) -> Incident | None:
+    return (
+        Incident.objects.filter(organization=organization, jma_event=action["event"])
+        .exclude(status=IncidentStatus.COMPLETED)
+        .order_by("-id")
+        .first()
+    )
+
+
+def _incident_open(organization: Organization, action: Mapping[str, Any]) -> Incident:
+    from safety.services import incident_create
+
+    rule = _rule_for(action)
+    titles = incident_titles(action["hazard"], action["places"], action["level"], drill=action["drill"])
+    message = DEFAULT_MESSAGES[action["hazard"]]
+    if rule is not None and rule.template is not None and rule.template.body.strip():
+        message = rule.template.body.strip()
+    incident = incident_create(
+        organization=organization,
+        actor=None,
+        title=titles["ja"],
+        message=message,
+        questions=rule.questions if rule is not None and rule.questions is not None else None,
+        is_drill=bool(action["drill"]),
+    )
+    incident.jma_event = action["event"]
+    incident.titles = titles
+    incident.save(update_fields=["jma_event", "titles"])
+    return incident
+
+
+def decision_execute(*, decision_id: int) -> list[int]:
+    """Carry out a due decision once: open or add to incidents, or withdraw people. Returns the incident ids."""
+    from safety.services import dispatch_create
+
+    with transaction.atomic():
+        decision = JmaDecision.objects.filter(id=decision_id).select_related("organization").first()
+        if decision is None:
+            return []
+        safety_settings(decision.organization, lock=True)  # one organisation's decisions run in order
+        decision = JmaDecision.objects.select_for_update().get(id=decision_id)
+        if decision.executed_at is not None:
+            return list(decision.incident_ids)
+        organization = decision.organization
+        reachable = set(_safety_people(organization.id).values_list("id", flat=True))
+        incident_ids: list[int] = []
+        for action in decision.actions:
+            if action["kind"] == "withdraw":
+                incident_ids.extend(_withdraw(organization, action))
+                continue
+            person_ids = [p for p in action["person_ids"] if p in reachable]
+            if not person_ids:
+                continue
+            incident = _incident_for(organization, action) or _incident_open(organization, action)
+            dispatch_create(incident=incident, actor=None, target={"mode": "chosen", "person_ids": person_ids})
+            incident_ids.append(incident.id)
+        decision.executed_at = timezone.now()
+        decision.incident_ids = sorted(set(incident_ids))
+        decision.save(update_fields=["executed_at", "incident_ids"])
+        return list(decision.incident_ids)
+
+
+def _withdraw(organization: Organization, action: Mapping[str, Any]) -> list[int]:
+    """Take people back: those in a decision still on hold are simply dropped from it; those already asked lose
+    their recipient and delivery rows (so the tallies are right) and are told it was withdrawn."""
+    people = set(action["person_ids"])
+    for pending in JmaDecision.objects.select_for_update().filter(
+        organization=organization, executed_at__isnull=True, due_at__isnull=False
+    ):
+        changed = False
+        for other in pending.actions:
+            if other["event"] == action["event"] and other["kind"] != "withdraw":
+                kept = [p for p in other["person_ids"] if p not in people]
+                changed |= kept != other["person_ids"]
+                other["person_ids"] = kept
+        if changed:
+            pending.new_person_ids = sorted(
+                {p for a in pending.actions if a["kind"] != "withdraw" for p in a["person_ids"]}
+            )
+            pending.save(update_fields=["actions", "new_person_ids"])
+    incident = _incident_for(organization, action)
+    if incident is None:
+        return []
+    asked = list(Recipient.objects.filter(incident=incident, person_id__in=people).values_list("person_id", flat=True))
+    if not asked:
+        return [incident.id]
+    Delivery.objects.filter(incident=incident, person_id__in=asked).delete()
+    Recipient.objects.filter(incident=incident, person_id__in=asked).delete()
+    _withdrawal_notice(incident, asked)
+    from safety.services import _incident_changed, incident_complete
+
+    if not Recipient.objects.filter(incident=incident).exists():
+        incident_complete(incident=incident, actor=None)  # type: ignore[arg-type]
+    else:
+        _incident_changed(incident)
+    return [incident.id]
+
+
+def _withdrawal_notice(incident: Incident, person_ids: Iterable[int]) -> None:
+    from consumers.mail import MailDict
+    from consumers.tasks import mail_send
+
+    drill = "【訓練 DRILL】" if incident.is_drill else ""
+    title_ja = incident.titles.get("ja") or incident.title
+    title = f"{drill}取消 / Withdrawn: {title_ja}"[:200]
+    body = (
+        "気象庁の情報が取り消されたため、この安否確認は取り消されました。回答は不要です。\n"
+        "JMA withdrew the report, so this safety check is withdrawn. No answer is needed."
+    )
+    ids = sorted(set(person_ids))
+    for person_id in ids:
+        publish_on_commit(
+            user_group(person_id),
+            WITHDRAW_EVENT,
+            {"incident_id": incident.id},
+            push=push_request(
+                [person_id],
+                title=title,
+                body=body,
+                url=f"/{incident.organization.slug}/",
+                tag=f"incident-{incident.id}",
+                urgency="high",
+            ),
+        )
+    messages: list[MailDict] = [
+        {"to": [a for a in (email, email2) if a], "subject": title, "body": body, "html": None, "language": language}
+        for email, email2, language in User.objects.filter(id__in=ids).values_list("email", "email2", "language")
+        if email or email2
+    ]
+    if messages:
+        transaction.on_commit(lambda: mail_send.delay(messages), robust=True)
+
+
+# --- replay and verify (nothing stored, nothing sent) ----------------------------------------------------------
+
+
+def _outcome_line(name: str, outcome: Outcome, login: Mapping[int, str]) -> dict[str, Any]:
+    return {
+        "file": name,
+        "decision": outcome.decision,
+        "hazard": outcome.hazard,
+        "drill": outcome.drill,
+        "new_targets": sorted(login[p] for p in outcome.new_ids if p in login),
+        "withdrawn_targets": sorted(login[p] for p in outcome.withdrawn_ids if p in login),
+        "reason": outcome.reason,
+    }
+
+
+def replay(
+    organization: Organization, documents: Sequence[tuple[str, bytes]], *, drill_mode: bool | None = None
+) -> list[tuple[dict[str, Any], Outcome]]:
+    """What today's rules and directory would have done with these documents, in order, from an empty state.
+    Raises JmaParseError (nothing done) for a document that does not parse, naming it."""
+    from safety.jma.parser import JmaParseError
+
+    reports: list[tuple[str, Report, str]] = []
+    for name, raw in documents:
+        try:
+            reports.append((name, parse_report(raw), ""))
+        except JmaParseError as exc:
+            raise JmaParseError(f"{name}: {exc}") from None
+    people = people_specs(organization)
+    rules = rule_specs(organization, people)
+    login = {p.id: p.login_id for p in people}
+    if drill_mode is None:
+        drill_mode = safety_settings(organization).drill_mode
+    state: dict[str, Any] = empty_state()
+    lines: list[tuple[dict[str, Any], Outcome]] = []
+    import hashlib
+
+    for (name, report, _), (_n, raw) in zip(reports, documents, strict=True):
+        outcome = decide(
+            report,
+            rules=rules,
+            people=people,
+            state=state,
+            drill_mode=drill_mode,
+            doc_key=hashlib.sha256(raw).hexdigest(),
+        )
+        state = outcome.state
+        lines.append((_outcome_line(name, outcome, login), outcome))
+    return lines
+
+
+def verify(organization: Organization, *, hazard: Hazard, area: str, level: str) -> Outcome:
+    """Who a dispatch for `hazard` at `level` in `area` would reach today, and which rules fire (ValueError for
+    an unknown area or level). Nothing is stored or sent."""
+    report = synthetic_report(hazard, area, level)
+    people = people_specs(organization)
+    return decide(report, rules=rule_specs(organization, people), people=people, state=None, drill_mode=False)
+
+
+def jma_autodispatch_after_commit(document_id: int) -> None:
+    """Called by the ingest after a new document commits: decide it (a Celery task with a broker, inline when
+    Celery runs eagerly). The scan decides it anyway if this is lost."""
+    from safety.tasks import jma_decide
+
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        try:
+            jma_decide.delay(document_id)
+        except Exception:
+            logger.exception("deciding JMA document %s failed; the scan will retry", document_id)
+        return
+    jma_decide.delay(document_id)
