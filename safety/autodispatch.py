@@ -12,6 +12,7 @@ state and store nothing: what the replay and verify pages and `manage.py jma_rep
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -21,7 +22,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
+from config.errors import ApplicationError
 from consumers.publisher import publish_on_commit, push_request
 from directory.events import user_group
 from directory.models import Organization, User
@@ -429,10 +432,10 @@ def replay(
     Raises JmaParseError (nothing done) for a document that does not parse, naming it."""
     from safety.jma.parser import JmaParseError
 
-    reports: list[tuple[str, Report, str]] = []
+    reports: list[tuple[str, Report]] = []
     for name, raw in documents:
         try:
-            reports.append((name, parse_report(raw), ""))
+            reports.append((name, parse_report(raw)))
         except JmaParseError as exc:
             raise JmaParseError(f"{name}: {exc}") from None
     people = people_specs(organization)
@@ -442,9 +445,7 @@ def replay(
         drill_mode = safety_settings(organization).drill_mode
     state: dict[str, Any] = empty_state()
     lines: list[tuple[dict[str, Any], Outcome]] = []
-    import hashlib
-
-    for (name, report, _), (_n, raw) in zip(reports, documents, strict=True):
+    for (name, report), (_name, raw) in zip(reports, documents, strict=True):
         outcome = decide(
             report,
             rules=rules,
@@ -478,3 +479,176 @@ def jma_autodispatch_after_commit(document_id: int) -> None:
             logger.exception("deciding JMA document %s failed; the scan will retry", document_id)
         return
     jma_decide.delay(document_id)
+
+
+# --- rules and settings: the crisis manager's side ---------------------------------------------------------------
+
+MAX_HOLD_MINUTES = 24 * 60
+MAX_PLACES = 500
+
+
+def _codes(raw: Any, known: Mapping[str, Any] | Iterable[str], what: str) -> list[str]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw) or len(raw) > MAX_PLACES:
+        raise ApplicationError(_("%(what)s must be a list of codes.") % {"what": what}, code="bad_rule")
+    known_set = set(known)
+    unknown = sorted({v.strip() for v in raw} - known_set)
+    if unknown:
+        raise ApplicationError(
+            _("Unknown %(what)s: %(codes)s") % {"what": what, "codes": ", ".join(unknown[:5])}, code="bad_rule"
+        )
+    return sorted({v.strip() for v in raw})
+
+
+def _ids(raw: Any, what: str) -> list[int]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        raise ApplicationError(_("%(what)s must be a list of ids.") % {"what": what}, code="bad_rule")
+    return sorted(set(raw))
+
+
+def _minutes(raw: Any, what: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_HOLD_MINUTES:
+        raise ApplicationError(
+            _("%(what)s is a whole number of minutes from 0 to %(max)d.") % {"what": what, "max": MAX_HOLD_MINUTES},
+            code="bad_rule",
+        )
+    return raw
+
+
+def rule_fields_clean(
+    organization: Organization, fields: Mapping[str, Any], *, rule: DispatchRule | None
+) -> dict[str, Any]:
+    """Check a rule's fields (all of them for a new rule, the ones given for a change) as one whole rule."""
+    from directory.models import Department
+    from safety.jma.codes import EARTHQUAKE_AREAS, INTENSITY_ORDER, MUNICIPALITIES, TSUNAMI_AREAS
+    from safety.models import Hazard, MessageTemplate, TsunamiLevel
+    from safety.questions import questions_clean
+
+    current: dict[str, Any] = {}
+    if rule is not None:
+        current = {
+            "name": rule.name,
+            "hazard": rule.hazard,
+            "enabled": rule.enabled,
+            "prefectures": rule.prefectures,
+            "areas": rule.areas,
+            "min_intensity": rule.min_intensity,
+            "tsunami_level": rule.tsunami_level,
+            "special_kinds": rule.special_kinds,
+            "target_mode": rule.target_mode,
+            "department_ids": rule.department_ids,
+            "person_ids": rule.person_ids,
+            "questions": rule.questions,
+            "template_id": rule.template_id,
+            "hold_minutes": rule.hold_minutes,
+            "suppress_minutes": rule.suppress_minutes,
+        }
+    unknown = set(fields) - set(RULE_FIELDS)
+    if unknown:
+        raise ApplicationError(_("Unknown field: %(name)s") % {"name": sorted(unknown)[0]}, code="bad_rule")
+    merged = {**RULE_DEFAULTS, **current, **fields}
+    out: dict[str, Any] = {}
+    name = str(merged["name"] or "").strip()
+    if not name or len(name) > 100:
+        raise ApplicationError(_("A rule needs a name (at most 100 characters)."), code="bad_rule")
+    out["name"] = name
+    hazard = merged["hazard"]
+    if hazard not in Hazard.values:
+        raise ApplicationError(_("Choose earthquake, tsunami or special warning."), code="bad_rule")
+    if rule is not None and "hazard" in fields and hazard != rule.hazard and "areas" not in fields:
+        merged["areas"] = []  # the places of one hazard mean nothing for another
+    out["hazard"] = hazard
+    out["enabled"] = bool(merged["enabled"])
+    out["prefectures"] = _codes(merged["prefectures"], PREFECTURES, _("prefecture"))
+    area_tables: dict[str, Mapping[str, Any]] = {
+        "earthquake": EARTHQUAKE_AREAS,
+        "tsunami": TSUNAMI_AREAS,
+        "special_warning": MUNICIPALITIES,
+    }
+    out["areas"] = _codes(merged["areas"], area_tables[hazard], _("area"))
+    if merged["min_intensity"] not in INTENSITY_ORDER:
+        raise ApplicationError(_("Choose an intensity from 1 to 7."), code="bad_rule")
+    out["min_intensity"] = merged["min_intensity"]
+    if merged["tsunami_level"] not in TsunamiLevel.values:
+        raise ApplicationError(_("Choose a tsunami level."), code="bad_rule")
+    out["tsunami_level"] = merged["tsunami_level"]
+    out["special_kinds"] = _codes(merged["special_kinds"], SPECIAL_WARNING_KINDS, _("special-warning kind"))
+    if merged["target_mode"] not in RuleTarget.values:
+        raise ApplicationError(_("Choose who the rule reaches."), code="bad_rule")
+    out["target_mode"] = merged["target_mode"]
+    departments = _ids(merged["department_ids"], _("Departments"))
+    people = _ids(merged["person_ids"], _("People"))
+    if Department.objects.filter(organization=organization, id__in=departments).count() != len(departments):
+        raise ApplicationError(_("Some of the departments are not in this organisation."), code="bad_rule")
+    if User.objects.filter(organization=organization, id__in=people).count() != len(people):
+        raise ApplicationError(_("Some of the chosen people are not in this organisation."), code="bad_rule")
+    if out["target_mode"] == RuleTarget.CHOSEN and not departments and not people:
+        raise ApplicationError(_("Choose at least one department or person."), code="bad_rule")
+    out["department_ids"], out["person_ids"] = departments, people
+    out["questions"] = None if merged["questions"] is None else questions_clean(merged["questions"])
+    template_id = merged["template_id"]
+    if template_id is not None:
+        if isinstance(template_id, bool) or not isinstance(template_id, int):
+            raise ApplicationError(_("Unknown message template."), code="bad_rule")
+        if not MessageTemplate.objects.filter(organization=organization, id=template_id).exists():
+            raise ApplicationError(_("Unknown message template."), code="bad_rule")
+    out["template_id"] = template_id
+    out["hold_minutes"] = _minutes(merged["hold_minutes"], _("The hold delay"))
+    out["suppress_minutes"] = _minutes(merged["suppress_minutes"], _("The suppression window"))
+    return out
+
+
+RULE_DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "hazard": "",
+    "enabled": True,
+    "prefectures": [],
+    "areas": [],
+    "min_intensity": "5+",
+    "tsunami_level": "warning",
+    "special_kinds": [],
+    "target_mode": RuleTarget.BASED,
+    "department_ids": [],
+    "person_ids": [],
+    "questions": None,
+    "template_id": None,
+    "hold_minutes": 0,
+    "suppress_minutes": 0,
+}
+RULE_FIELDS = tuple(RULE_DEFAULTS)
+
+
+@transaction.atomic
+def rule_create(*, organization: Organization, actor: User | None, **fields: Any) -> DispatchRule:
+    """Add an automatic-dispatch rule (ApplicationError, nothing stored, for any bad field)."""
+    cleaned = rule_fields_clean(organization, fields, rule=None)
+    return DispatchRule.objects.create(organization=organization, **cleaned)
+
+
+@transaction.atomic
+def rule_update(*, rule: DispatchRule, actor: User | None, **fields: Any) -> DispatchRule:
+    rule = DispatchRule.objects.select_for_update().get(id=rule.id)
+    cleaned = rule_fields_clean(rule.organization, fields, rule=rule)
+    for name, value in cleaned.items():
+        setattr(rule, name, value)
+    rule.updated_at = timezone.now()
+    rule.save()
+    return rule
+
+
+@transaction.atomic
+def rule_delete(*, rule: DispatchRule, actor: User | None) -> None:
+    DispatchRule.objects.filter(id=rule.id).delete()
+
+
+@transaction.atomic
+def drill_mode_set(*, organization: Organization, actor: User | None, drill_mode: bool) -> SafetySettings:
+    """Switch drill mode: while on, 訓練 messages dispatch as drill incidents (never as real ones)."""
+    row = safety_settings(organization, lock=True)
+    row.drill_mode = bool(drill_mode)
+    row.updated_at = timezone.now()
+    row.save(update_fields=["drill_mode", "updated_at"])
+    return row
