@@ -178,7 +178,7 @@ def request_data(recipient: Recipient, *, language: str, with_instructions: bool
     data: dict[str, Any] = {
         "incident": {
             "id": incident.id,
-            "title": incident.title,
+            "title": incident.display_title,
             "message": incident.message,
             "status": incident.status,
             "status_label": incident.get_status_display(),

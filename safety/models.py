@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
+from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 
@@ -137,6 +138,11 @@ class Incident(models.Model):
     def title_in(self, language: str) -> str:
         """The title a person reads: an automatic incident's in their language, else the one title."""
         return str(self.titles.get(language) or self.title)
+
+    @property
+    def display_title(self) -> str:
+        """The title in the language of the page being rendered."""
+        return self.title_in((translation.get_language() or "ja")[:2])
 
 
 class Dispatch(models.Model):
