@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, path
 
+from safety import api_autodispatch as auto
 from safety import api_board
 from safety import api_safety as api
 
@@ -29,4 +30,12 @@ urlpatterns: list[URLPattern] = [
     path("mine/", api.MyRequestsApi.as_view(), name="api-safety-mine"),
     path("mine/<int:incident_id>/", api.MyAnswerApi.as_view(), name="api-safety-my-answer"),
     path("answer/<str:token>/", api.LinkAnswerApi.as_view(), name="api-safety-link-answer"),
+    # Automatic dispatch from JMA reports (自動一斉送信): rules, drill mode, verify, replay, the audit log.
+    path("auto/rules/", auto.RulesApi.as_view(), name="api-safety-auto-rules"),
+    path("auto/rules/<int:rule_id>/", auto.RuleApi.as_view(), name="api-safety-auto-rule"),
+    path("auto/settings/", auto.SettingsApi.as_view(), name="api-safety-auto-settings"),
+    path("auto/verify/", auto.VerifyApi.as_view(), name="api-safety-auto-verify"),
+    path("auto/replay/", auto.ReplayApi.as_view(), name="api-safety-auto-replay"),
+    path("auto/decisions/", auto.DecisionsApi.as_view(), name="api-safety-auto-decisions"),
+    path("auto/documents/", auto.DocumentsApi.as_view(), name="api-safety-auto-documents"),
 ]

@@ -65,20 +65,37 @@ HAZARD_NAMES = {
     "tsunami": ("津波", "Tsunami"),
     "special_warning": ("特別警報", "Special warning"),
 }
-DEFAULT_MESSAGES = {
-    "earthquake": (
-        "気象庁の発表により、あなたの地域で強い揺れが観測されました。身の安全を確保してから、安否を回答してください。\n\n"
-        "JMA reports strong shaking in your area. Once you are safe, please answer this safety check."
-    ),
-    "tsunami": (
-        "気象庁が津波警報等を発表しました。海岸から離れ、高い所へ避難してから、安否を回答してください。\n\n"
-        "JMA has issued a tsunami warning for your area. Move away from the coast to high ground, then answer."
-    ),
-    "special_warning": (
-        "気象庁が特別警報を発表しました。命を守る行動をとってから、安否を回答してください。\n\n"
-        "JMA has issued a special warning (特別警報) for your area. Act now to protect your life, then answer."
-    ),
+# The built-in message of an automatic incident, in each language; the incident keeps both (Japanese first), and
+# each person's notification shows theirs (`message_in`).
+DEFAULT_TEXTS = {
+    "earthquake": {
+        "ja": (
+            "気象庁の発表により、あなたの地域で強い揺れが観測されました。"
+            "身の安全を確保してから、安否を回答してください。"
+        ),
+        "en": "JMA reports strong shaking in your area. Once you are safe, please answer this safety check.",
+    },
+    "tsunami": {
+        "ja": "気象庁が津波警報等を発表しました。海岸から離れ、高い所へ避難してから、安否を回答してください。",
+        "en": "JMA has issued a tsunami warning for your area. Move away from the coast to high ground, then answer.",
+    },
+    "special_warning": {
+        "ja": "気象庁が特別警報を発表しました。命を守る行動をとってから、安否を回答してください。",
+        "en": "JMA has issued a special warning (特別警報) for your area. Act now to protect your life, then answer.",
+    },
 }
+DEFAULT_MESSAGES = {hazard: f"{texts['ja']}\n\n{texts['en']}" for hazard, texts in DEFAULT_TEXTS.items()}
+_DEFAULT_BY_MESSAGE = {DEFAULT_MESSAGES[hazard]: texts for hazard, texts in DEFAULT_TEXTS.items()}
+
+
+def message_in(incident: Incident, language: str) -> str | None:
+    """An automatic incident's built-in message in one language; None for any other message (a template's)."""
+    texts = _DEFAULT_BY_MESSAGE.get(incident.message) if incident.titles else None
+    if texts is None:
+        return None
+    return texts.get(language) or texts["ja"]
+
+
 EVALUATE_WITHIN = timedelta(days=2)  # the scan decides documents a crash left undecided, if this recent
 STATE_EVENTS_KEPT = 200
 
@@ -149,30 +166,52 @@ def rule_specs(organization: Organization, people: Sequence[Person]) -> list[Rul
 # --- titles --------------------------------------------------------------------------------------------------------
 
 
-def _level_names(hazard: str, level: str) -> tuple[str, str]:
+SPECIAL_WARNING_NAMES_EN = {
+    "32": "Blizzard special warning",
+    "33": "Heavy rain special warning",
+    "35": "Storm special warning",
+    "36": "Heavy snow special warning",
+    "37": "High waves special warning",
+    "38": "Storm surge special warning",
+    "39": "Landslide special warning",
+}
+# JMA's English for the intensity classes: 5弱 is "5 Lower", 5強 "5 Upper".
+_INTENSITY_EN = {"-": " Lower", "+": " Upper"}
+
+
+def _what(hazard: str, level: str) -> tuple[str, str]:
+    """What happened, in each language: 地震（震度6強） / Earthquake (seismic intensity 6 Upper), 大津波警報 / Major
+    tsunami warning, 大雨特別警報 / Heavy rain special warning."""
     if hazard == "earthquake":
         ja = "震度" + level.replace("-", "弱").replace("+", "強")
-        en = "intensity " + level
-        return ja, en
+        en = "seismic intensity " + "".join(_INTENSITY_EN.get(c, c) for c in level)
+        return f"地震（{ja}）", f"Earthquake ({en})"
     if hazard == "tsunami":
-        return TSUNAMI_LEVEL_NAMES.get(level, (level, level))
-    name = SPECIAL_WARNING_KINDS.get(level, level)
-    return name, f"special warning ({name})"
+        ja, en = TSUNAMI_LEVEL_NAMES.get(level, (level, level))
+        return ja, en[:1].upper() + en[1:]  # 大津波警報 / Major tsunami warning
+    if hazard == "special_warning":
+        ja = SPECIAL_WARNING_KINDS.get(level, level)
+        return ja, SPECIAL_WARNING_NAMES_EN.get(level, f"Special warning ({ja})")
+    hazard_ja, hazard_en = HAZARD_NAMES.get(hazard, (hazard, hazard))
+    return hazard_ja, hazard_en
 
 
 def incident_titles(hazard: str, places: Sequence[str], level: str, *, drill: bool = False) -> dict[str, str]:
-    """ "災害発生 / Disaster occurred" in each language, with the hazard, the level and the places."""
-    level_ja, level_en = _level_names(hazard, level)
+    """ "災害発生 / Disaster occurred" in each language, with the hazard, the level and the places:
+    {"ja": "災害発生：地震（震度6強） 岩手県、宮城県", "en": "Disaster occurred: Earthquake (seismic intensity 6 Upper)
+    — Iwate, Miyagi"}; a special warning reads "災害発生：大雨特別警報 奈良県". Drills start with 【訓練】 / [DRILL]."""
+    what_ja, what_en = _what(hazard, level)
     names_ja = [PREFECTURES[p].ja if p in PREFECTURES else p for p in places]
     names_en = [PREFECTURES[p].en if p in PREFECTURES else p for p in places]
     if len(places) > 8:
         names_ja = [*names_ja[:8], f"ほか{len(places) - 8}"]
         names_en = [*names_en[:8], f"and {len(places) - 8} more"]
-    hazard_ja, hazard_en = HAZARD_NAMES.get(hazard, (hazard, hazard))
+    where_ja = f" {'、'.join(names_ja)}" if names_ja else ""
+    where_en = f" — {', '.join(names_en)}" if names_en else ""
     drill_ja, drill_en = ("【訓練】", "[DRILL] ") if drill else ("", "")
     return {
-        "ja": f"{drill_ja}災害発生：{hazard_ja}（{level_ja}）{'、'.join(names_ja)}"[:200],
-        "en": f"{drill_en}Disaster occurred: {hazard_en} ({level_en}) {', '.join(names_en)}"[:200],
+        "ja": f"{drill_ja}災害発生：{what_ja}{where_ja}"[:200],
+        "en": f"{drill_en}Disaster occurred: {what_en}{where_en}"[:200],
     }
 
 
@@ -188,22 +227,55 @@ def _action_dict(action: Action) -> dict[str, Any]:
 
 
 def jma_document_decide(*, document_id: int, execute: bool = True) -> list[JmaDecision]:
-    """Decide one stored document for every organisation (each once), then execute what is due now."""
+    """Decide one stored document for every organisation (each once) and execute each decision that is due now
+    (hold 0) as soon as it is made, so the first organisation's push does not wait for the others' decisions.
+
+    One organisation's failure neither stops the others nor loses the document: it stays undecided
+    (`evaluated_at` NULL) and the safety scan decides it again, skipping the organisations already decided.
+    A decision whose execution fails stays due and the scan executes it."""
     document = JmaDocument.objects.filter(id=document_id).first()
     if document is None:
         return []
     report = parse_report(bytes(document.raw))
     decided: list[JmaDecision] = []
+    failed = False
     for organization in Organization.objects.order_by("id"):
-        decision = _decide_for(organization, document, report)
-        if decision is not None:
-            decided.append(decision)
-    JmaDocument.objects.filter(id=document.id, evaluated_at__isnull=True).update(evaluated_at=timezone.now())
-    if execute:
-        for decision in decided:
-            if decision.due_at is not None and decision.due_at <= timezone.now():
+        try:
+            decision = _decide_for(organization, document, report)
+        except Exception:
+            failed = True
+            logger.exception(
+                "deciding JMA document %s for %s failed; the scan retries", document.url, organization.slug
+            )
+            continue
+        if decision is None:
+            continue
+        decided.append(decision)
+        if execute and decision.due_at is not None and decision.due_at <= timezone.now():
+            try:
                 decision_execute(decision_id=decision.id)
+            except Exception:
+                logger.exception("executing JMA decision %s failed; the scan retries", decision.id)
+    if not failed:
+        JmaDocument.objects.filter(id=document.id, evaluated_at__isnull=True).update(evaluated_at=timezone.now())
     return decided
+
+
+def _stale(document: JmaDocument, report: Report) -> str:
+    """Why the report is too old to dispatch on ("" when it is not): it was issued more than
+    JMA_DISPATCH_MAX_AGE_MINUTES before it arrived — a sample or an old message ingested by hand, or the hours of
+    entries the first poll after a deploy finds. A crash does not make a report stale: arrival time counts."""
+    limit = settings.JMA_DISPATCH_MAX_AGE_MINUTES
+    issued = report.report_datetime or report.control_datetime
+    if not limit or issued is None or document.received_at is None:
+        return ""
+    age = document.received_at - issued
+    if age <= timedelta(minutes=limit):
+        return ""
+    return (
+        f"out of date: issued {int(age.total_seconds() // 60)} minutes before it arrived; automatic dispatch acts "
+        f"on reports at most {limit} minutes old (JMA_DISPATCH_MAX_AGE_MINUTES)"
+    )
 
 
 @transaction.atomic
@@ -212,14 +284,19 @@ def _decide_for(organization: Organization, document: JmaDocument, report: Repor
     if JmaDecision.objects.filter(organization=organization, document=document).exists():
         return None
     people = people_specs(organization)
-    outcome = decide(
-        report,
-        rules=rule_specs(organization, people),
-        people=people,
-        state=settings_row.jma_state or None,
-        drill_mode=settings_row.drill_mode,
-        doc_key=document.url,
-    )
+    stale = _stale(document, report)
+    if stale:
+        outcome = Outcome("ignore", None, report.status == "訓練", stale, "stale", state=settings_row.jma_state)
+    else:
+        outcome = decide(
+            report,
+            rules=rule_specs(organization, people),
+            people=people,
+            state=settings_row.jma_state or None,
+            drill_mode=settings_row.drill_mode,
+            # The bytes name the document: the same message polled and pushed in under two URLs is one.
+            doc_key=document.sha256,
+        )
     now = timezone.now()
     hold = min((a.hold_minutes for a in outcome.actions), default=0)
     decision = JmaDecision.objects.create(
@@ -286,6 +363,23 @@ def _incident_for(organization: Organization, action: Mapping[str, Any]) -> Inci
     )
 
 
+def _crisis_team(organization: Organization) -> list[int]:
+    from directory.models import Role
+    from safety.services import MAX_NOTIFY
+
+    ids = (
+        User.objects.filter(
+            organization=organization,
+            is_active=True,
+            role_assignments__role__in=[Role.CRISIS_MANAGER, Role.ADMIN_ANPI],
+        )
+        .values_list("id", flat=True)
+        .distinct()
+        .order_by("id")
+    )
+    return list(ids[:MAX_NOTIFY])
+
+
 def _incident_open(organization: Organization, action: Mapping[str, Any]) -> Incident:
     from safety.services import incident_create
 
@@ -301,6 +395,8 @@ def _incident_open(organization: Organization, action: Mapping[str, Any]) -> Inc
         message=message,
         questions=rule.questions if rule is not None and rule.questions is not None else None,
         is_drill=bool(action["drill"]),
+        # Nobody pressed "send": the crisis managers and safety administrators learn it opened, with its link.
+        notify_user_ids=_crisis_team(organization),
     )
     incident.jma_event = action["event"]
     incident.titles = titles
@@ -375,19 +471,36 @@ def _withdraw(organization: Organization, action: Mapping[str, Any]) -> list[int
     return [incident.id]
 
 
+WITHDRAWN_TEXTS = {
+    "ja": (
+        "【取消】",
+        "気象庁の情報が取り消されたため、この安否確認は取り消されました。回答は不要です。",
+    ),
+    "en": (
+        "[Withdrawn] ",
+        "JMA withdrew the report, so this safety check is withdrawn. No answer is needed.",
+    ),
+}
+
+
+def withdrawal_text(incident: Incident, language: str) -> tuple[str, str]:
+    """The withdrawal notice (title, body) in a person's language (Japanese unless they read English)."""
+    language = language if language in WITHDRAWN_TEXTS else "ja"
+    prefix, body = WITHDRAWN_TEXTS[language]
+    return f"{prefix}{incident.title_in(language)}"[:200], body
+
+
 def _withdrawal_notice(incident: Incident, person_ids: Iterable[int]) -> None:
+    """Tell the people taken back, by web push and e-mail, each in their own language."""
     from consumers.mail import MailDict
     from consumers.tasks import mail_send
 
-    drill = "【訓練 DRILL】" if incident.is_drill else ""
-    title_ja = incident.titles.get("ja") or incident.title
-    title = f"{drill}取消 / Withdrawn: {title_ja}"[:200]
-    body = (
-        "気象庁の情報が取り消されたため、この安否確認は取り消されました。回答は不要です。\n"
-        "JMA withdrew the report, so this safety check is withdrawn. No answer is needed."
+    people = list(
+        User.objects.filter(id__in=set(person_ids)).order_by("id").values_list("id", "email", "email2", "language")
     )
-    ids = sorted(set(person_ids))
-    for person_id in ids:
+    messages: list[MailDict] = []
+    for person_id, email, email2, language in people:
+        title, body = withdrawal_text(incident, language)
         publish_on_commit(
             user_group(person_id),
             WITHDRAW_EVENT,
@@ -401,11 +514,9 @@ def _withdrawal_notice(incident: Incident, person_ids: Iterable[int]) -> None:
                 urgency="high",
             ),
         )
-    messages: list[MailDict] = [
-        {"to": [a for a in (email, email2) if a], "subject": title, "body": body, "html": None, "language": language}
-        for email, email2, language in User.objects.filter(id__in=ids).values_list("email", "email2", "language")
-        if email or email2
-    ]
+        to = [a for a in (email, email2) if a]
+        if to:
+            messages.append({"to": to, "subject": title, "body": body, "html": None, "language": language})
     if messages:
         transaction.on_commit(lambda: mail_send.delay(messages), robust=True)
 
@@ -442,7 +553,9 @@ def replay(
     rules = rule_specs(organization, people)
     login = {p.id: p.login_id for p in people}
     if drill_mode is None:
-        drill_mode = safety_settings(organization).drill_mode
+        # Read, never create: a replay stores nothing, not even the default settings row.
+        row = SafetySettings.objects.filter(organization=organization).values_list("drill_mode", flat=True).first()
+        drill_mode = bool(row)
     state: dict[str, Any] = empty_state()
     lines: list[tuple[dict[str, Any], Outcome]] = []
     for (name, report), (_name, raw) in zip(reports, documents, strict=True):
@@ -469,16 +582,14 @@ def verify(organization: Organization, *, hazard: Hazard, area: str, level: str)
 
 def jma_autodispatch_after_commit(document_id: int) -> None:
     """Called by the ingest after a new document commits: decide it (a Celery task with a broker, inline when
-    Celery runs eagerly). The scan decides it anyway if this is lost."""
+    Celery runs eagerly). It never raises: the document is stored whatever happens here, the caller (the poller,
+    the REST push endpoint) must not see an error for it, and the safety scan decides it if this fails."""
     from safety.tasks import jma_decide
 
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        try:
-            jma_decide.delay(document_id)
-        except Exception:
-            logger.exception("deciding JMA document %s failed; the scan will retry", document_id)
-        return
-    jma_decide.delay(document_id)
+    try:
+        jma_decide.delay(document_id)
+    except Exception:
+        logger.exception("deciding JMA document %s failed; the safety scan will retry", document_id)
 
 
 # --- rules and settings: the crisis manager's side ---------------------------------------------------------------
@@ -551,7 +662,9 @@ def rule_fields_clean(
         raise ApplicationError(_("Unknown field: %(name)s") % {"name": sorted(unknown)[0]}, code="bad_rule")
     merged = {**RULE_DEFAULTS, **current, **fields}
     out: dict[str, Any] = {}
-    name = str(merged["name"] or "").strip()
+    if not isinstance(merged["name"], str):
+        raise ApplicationError(_("A rule needs a name (at most 100 characters)."), code="bad_rule")
+    name = merged["name"].strip()
     if not name or len(name) > 100:
         raise ApplicationError(_("A rule needs a name (at most 100 characters)."), code="bad_rule")
     out["name"] = name
@@ -561,7 +674,9 @@ def rule_fields_clean(
     if rule is not None and "hazard" in fields and hazard != rule.hazard and "areas" not in fields:
         merged["areas"] = []  # the places of one hazard mean nothing for another
     out["hazard"] = hazard
-    out["enabled"] = bool(merged["enabled"])
+    if not isinstance(merged["enabled"], bool):
+        raise ApplicationError(_("enabled must be true or false."), code="bad_rule")
+    out["enabled"] = merged["enabled"]
     out["prefectures"] = _codes(merged["prefectures"], PREFECTURES, _("prefecture"))
     area_tables: dict[str, Mapping[str, Any]] = {
         "earthquake": EARTHQUAKE_AREAS,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
-from django.utils import timezone
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 
 

@@ -541,10 +541,14 @@ def answer_url(incident: Incident, person_id: int) -> str:
 
 
 def _notification(incident: Incident, person_id: int, language: str = "") -> dict[str, Any]:
+    from safety.autodispatch import message_in
+
+    # An automatic incident's title (and built-in message) is in the person's language, its drill mark included.
     prefix = "[訓練] " if incident.is_drill and not incident.titles else ""
+    body = message_in(incident, language) if incident.titles else None
     return {
         "title": f"{prefix}{incident.title_in(language)}"[:200],
-        "body": incident.message.split("\n", 1)[0][:160],
+        "body": (body or incident.message.split("\n", 1)[0])[:160],
         # ?via=push: the answer page records that the answer came from the notification.
         "url": answer_url(incident, person_id) + "?via=push",
         "tag": f"incident-{incident.id}",

@@ -362,6 +362,9 @@ JMA_POLL_IN_PROCESS = env_bool("JMA_POLL_IN_PROCESS", False)
 # Bearer token of POST /api/jma/documents/ (push a document in); empty turns the endpoint off.
 JMA_INGEST_TOKEN = env_str("JMA_INGEST_TOKEN")
 JMA_MAX_DOCUMENT_BYTES = env_int("JMA_MAX_DOCUMENT_BYTES", 5 * 1024 * 1024, minimum=64 * 1024)
+# Automatic dispatch ignores a report that was older than this when it arrived (a sample file ingested by hand,
+# the hours of entries a first poll finds); 0 turns the check off. Replay and verify never apply it.
+JMA_DISPATCH_MAX_AGE_MINUTES = env_int("JMA_DISPATCH_MAX_AGE_MINUTES", 60, minimum=0)
 JMA_HTTP_TIMEOUT = env_int("JMA_HTTP_TIMEOUT", 20, minimum=1, maximum=300)
 CELERY_BEAT_SCHEDULE["jma-poll"] = {
     "task": "safety.tasks.jma_poll",

@@ -24,3 +24,6 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # A private prefix so a test run never sees another process's channel-layer traffic.
 if CHANNEL_REDIS_URLS:  # noqa: F405
     CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"test{os.getpid()}"  # noqa: F405
+
+# The tests ingest real JMA messages from years ago as if they had just arrived.
+JMA_DISPATCH_MAX_AGE_MINUTES = 0

@@ -21,6 +21,8 @@ The state is plain JSON (dicts, lists, strings, numbers) so it can be stored in 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -185,8 +187,26 @@ def _doc_identity(report: Report) -> str:
             str(report.serial or ""),
             report.info_type,
             _at(report),
+            _content_digest(report),
         )
     )
+
+
+def _content_digest(report: Report) -> str:
+    """A digest of what the report says. The FORMAT_NOTES §9.1 tuple alone is not unique: VXSE51 has no Serial, and
+    two updates of one quake can share the minute (suruga2009 VXSE51 05:09 and its update 2, also 05:09, which adds
+    長野県); the same message sent twice still has the same digest."""
+    content = [
+        report.headline,
+        report.max_intensity,
+        sorted(report.intensity_by_pref.items()),
+        sorted(report.intensity_by_area.items()),
+        sorted(report.intensity_by_city.items()),
+        sorted(report.cities_not_reported),
+        sorted(report.tsunami_by_area.items()),
+        report.body_text,
+    ]
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _version(report: Report) -> list[Any]:
@@ -359,6 +379,8 @@ def _cancel(
             and (not match_serial or report.serial is None or hit.get("serial") == report.serial)
         ]
         found += len(cancelled)
+        # The cancelled reports never happened: they must not suppress a later quake as aftershocks either.
+        state["recent"] = [r for r in state["recent"] if r.get("doc") not in cancelled]
         event["versions"].pop(report.type_code or "", None)
         event["touched"] = _at(report)
         done, _count = _withdraw(event, key, hazard, drill, cancelled)
@@ -481,7 +503,22 @@ def _earthquake(
                 f"they need 震度{_intensity_label(needed)} or more",
             )
         return _summarise(state, "earthquake", drill, [], quiet)
-    return _reach(state, key, event, "earthquake", drill, rules, fired, reached_places, hit_persons, report)
+    return _reach(
+        state, key, event, "earthquake", drill, rules, fired, reached_places, hit_persons, report, identity=identity
+    )
+
+
+def _strongest_first(hazard: Hazard, reached: Mapping[str, str]) -> tuple[str, ...]:
+    """The places hit, strongest first (then by code): the incident title names the first eight."""
+
+    def rank(level: str) -> int:
+        if hazard == "earthquake":
+            return intensity_rank(level) or 0
+        if hazard == "tsunami":
+            return int(TSUNAMI_LEVELS.get(level, TsunamiSeverity.ADVISORY))
+        return 0
+
+    return tuple(sorted(reached, key=lambda p: (-rank(reached[p]), p)))
 
 
 def _reach(
@@ -496,13 +533,14 @@ def _reach(
     hit_persons: Mapping[str, int],
     report: Report,
     *,
+    identity: str,
     level: str | None = None,
 ) -> Outcome:
     """Turn the people a report hits into a dispatch (new incident) or an update (people not asked yet)."""
     new = {pid: rule for pid, rule in hit_persons.items() if pid not in event["notified"]}
     at = _at(report)
     for rule_id, places in fired.items():
-        state["recent"].append({"rule": rule_id, "event": key, "places": dict(places), "at": at})
+        state["recent"].append({"rule": rule_id, "event": key, "doc": identity, "places": dict(places), "at": at})
     if not new:
         if not hit_persons:
             quiet = ("nobody_there", f"nobody based there: no one's REGION_CODE is in {_names(reached_places)}")
@@ -529,7 +567,7 @@ def _reach(
         drill,
         tuple(sorted(int(p) for p in new)),
         rule_ids,
-        tuple(sorted(reached_places)),
+        _strongest_first(hazard, reached_places),
         level,
         hold,
     )
@@ -583,6 +621,8 @@ def _tsunami(
                 continue  # below the level, or already at it (継続): no new dispatch
             top = max(top, severity)
             for pref in prefs:
+                if not rule.areas and rule.prefectures and pref not in rule.prefectures:
+                    continue  # 東京湾内湾 touches 千葉・東京・神奈川: a 東京都 rule reaches only 東京都
                 level = _SEVERITY_LEVEL[TsunamiSeverity(severity)]
                 reached[pref] = level
                 fired.setdefault(rule.id, {})[pref] = level
@@ -617,6 +657,7 @@ def _tsunami(
         reached,
         hit_persons,
         report,
+        identity=identity,
         level=_SEVERITY_LEVEL[TsunamiSeverity(top)],
     )
 
@@ -713,7 +754,18 @@ def _special(
             continue
         event["hits"][identity] = {"type": report.type_code, "serial": None, "persons": hit_persons}
         outcome = _reach(
-            state, key, event, "special_warning", drill, rules, fired, {pref: kind}, hit_persons, report, level=kind
+            state,
+            key,
+            event,
+            "special_warning",
+            drill,
+            rules,
+            fired,
+            {pref: kind},
+            hit_persons,
+            report,
+            identity=identity,
+            level=kind,
         )
         actions.extend(outcome.actions)
         if not outcome.actions:
