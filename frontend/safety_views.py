@@ -149,6 +149,8 @@ def incidents_page(request: HttpRequest, organization: Organization) -> HttpResp
         "answered_of": _("%(answered)s of %(total)s answered"),
         "not_sent": _("Not sent yet"),
         "created": _("Registered %(when)s"),
+        "automatic": _("Automatic"),
+        "automatic_title": _("Sent automatically from a JMA report"),
     }
     return _page(
         request,

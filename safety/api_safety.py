@@ -72,6 +72,8 @@ def incident_data(incident: Incident, *, slug: str) -> dict[str, Any]:
         "status": incident.status,
         "status_label": incident.get_status_display(),
         "is_drill": incident.is_drill,
+        # Opened by the automatic dispatch from a JMA report (safety.autodispatch).
+        "automatic": bool(incident.jma_event),
         "tally_start_at": incident.tally_start_at.isoformat(),
         "end_notice_at": incident.end_notice_at.isoformat() if incident.end_notice_at else None,
         "end_notice_addresses": incident.end_notice_addresses,

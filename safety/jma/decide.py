@@ -117,6 +117,8 @@ class Action:
     places: tuple[str, ...] = ()  # prefecture codes (titles, "based" targets)
     level: str = ""  # "6+", "major", "33" …: the highest level that fired
     hold_minutes: int = 0
+    # Every rule the report fired, also those whose people had all been reached by another rule already.
+    fired_rule_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -302,7 +304,7 @@ def _summarise(
     """One outcome per document from its actions; `quiet` is the (code, reason) when there is none."""
     new_ids = sorted({p for a in actions if a.kind != "withdraw" for p in a.person_ids})
     gone = sorted({p for a in actions if a.kind == "withdraw" for p in a.person_ids})
-    rule_ids = sorted({r for a in actions for r in a.rule_ids})
+    rule_ids = sorted({r for a in actions for r in (a.fired_rule_ids or a.rule_ids)})
     if not actions:
         return Outcome("ignore", hazard, drill, quiet[1], quiet[0], state=state)
     kinds = {a.kind for a in actions}
@@ -570,6 +572,7 @@ def _reach(
         _strongest_first(hazard, reached_places),
         level,
         hold,
+        tuple(sorted(fired)),
     )
     return _summarise(state, hazard, drill, [action], ("", ""))
 

@@ -670,3 +670,23 @@ def test_decide_never_changes_the_state_it_is_given() -> None:
     before = json.dumps(first.state, sort_keys=True)
     decide(TOHOKU_53.report(), rules=[quake(1, "5+")], people=PEOPLE, state=first.state, drill_mode=False)
     assert json.dumps(first.state, sort_keys=True) == before
+
+
+def test_every_rule_that_fires_is_named_even_when_another_reached_its_people_first() -> None:
+    """Verify and replay say which rules fire: a second rule that reaches the same people fires too."""
+    from safety.jma.decide import synthetic_report
+
+    anywhere = RuleSpec(1, "5強以上", "earthquake", min_intensity="5+")
+    ishikawa = RuleSpec(2, "石川 6弱以上", "earthquake", prefectures=frozenset({"17"}), min_intensity="6-")
+    niigata = RuleSpec(3, "新潟 5弱以上", "earthquake", prefectures=frozenset({"15"}), min_intensity="5-")
+    people = [Person(1, "kanazawa", "17"), Person(2, "tokyo", "13")]
+    outcome = decide(
+        synthetic_report("earthquake", "17", "6-"),
+        rules=[anywhere, ishikawa, niigata],
+        people=people,
+        state=None,
+        drill_mode=False,
+    )
+    assert outcome.decision == "dispatch" and outcome.new_ids == [1]
+    assert outcome.rule_ids == [1, 2]
+    assert outcome.actions[0].rule_ids == (1,)  # the form and message come from the rule that reached them

@@ -153,6 +153,7 @@ function incidentItem(i) {
       el("span", { class: "incident-line" },
         incidentPill(i.status, i.status_label),
         i.is_drill ? el("span", { class: "drill-tag", text: T.drill }) : null,
+        i.automatic ? el("span", { class: "auto-tag", title: T.automatic_title, text: T.automatic }) : null,
         el("strong", { class: "incident-title", text: i.title })),
       meta),
     hasBoard ? el("a", { class: `button board-link${open ? " primary" : ""}`, href: i.board_url },
