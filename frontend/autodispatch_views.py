@@ -795,11 +795,27 @@ def replay_page(request: HttpRequest, organization: Organization) -> HttpRespons
 
 
 @never_cache
-@require_GET
+@require_http_methods(["GET", "POST"])
 @org_page()
-def log_page(request: HttpRequest, organization: Organization) -> HttpResponse:
-    """Every decision JMA reports made for this organisation, newest first, with its reason."""
-    _manager(request)
+def log_page(request: HttpRequest, organization: Organization) -> HttpResponseBase:
+    """Every decision JMA reports made for this organisation, newest first, with its reason. A dispatch still
+    on hold can be stopped (the report looks false) or sent at once (POST cancel / send_now)."""
+    person = _manager(request)
+    if request.method == "POST":
+        raw_id = request.POST.get("decision", "")
+        action = request.POST.get("action", "")
+        try:
+            if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 18 or action not in ("cancel", "send_now"):
+                raise ApplicationError(_("Choose a dispatch on hold."), code="bad_decision")
+            if action == "cancel":
+                autodispatch.decision_cancel(organization=organization, decision_id=int(raw_id), actor=person)
+                messages.success(request, _("The dispatch on hold was stopped: nobody is sent it."))
+            else:
+                autodispatch.decision_send_now(organization=organization, decision_id=int(raw_id), actor=person)
+                messages.success(request, _("The dispatch on hold was sent now."))
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        return redirect("safety-auto-log", slug=organization.slug)
     paginator = Paginator(
         JmaDecision.objects.filter(organization=organization)
         .select_related("document")

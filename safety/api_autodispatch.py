@@ -386,3 +386,24 @@ class DocumentsApi(_AutoView):
         if kind and kind not in selectors_auto.DOCUMENT_KINDS:
             raise ApplicationError(_("kind must be earthquake, tsunami or weather."), code="bad_kind")
         return Response({"documents": [document_data(d) for d in selectors_auto.document_list(kind=kind)]})
+
+
+class DecisionCancelApi(_AutoView):
+    """POST: stop a dispatch that is still on hold (the report looks false). 409 once it has gone."""
+
+    def post(self, request: Request, slug: str, decision_id: int) -> Response:
+        decision = autodispatch.decision_cancel(
+            organization=self.organization, decision_id=decision_id, actor=self.person
+        )
+        names = selectors_auto.rule_names(organization=self.organization, rule_ids=decision.rule_ids)
+        return Response(decision_data(decision, names))
+
+
+class DecisionSendNowApi(_AutoView):
+    """POST: send a dispatch that is on hold now. 409 once it has gone."""
+
+    def post(self, request: Request, slug: str, decision_id: int) -> Response:
+        autodispatch.decision_send_now(organization=self.organization, decision_id=decision_id, actor=self.person)
+        decision = JmaDecision.objects.select_related("document").get(id=decision_id)
+        names = selectors_auto.rule_names(organization=self.organization, rule_ids=decision.rule_ids)
+        return Response(decision_data(decision, names))

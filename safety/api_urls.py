@@ -37,5 +37,15 @@ urlpatterns: list[URLPattern] = [
     path("auto/verify/", auto.VerifyApi.as_view(), name="api-safety-auto-verify"),
     path("auto/replay/", auto.ReplayApi.as_view(), name="api-safety-auto-replay"),
     path("auto/decisions/", auto.DecisionsApi.as_view(), name="api-safety-auto-decisions"),
+    path(
+        "auto/decisions/<int:decision_id>/cancel/",
+        auto.DecisionCancelApi.as_view(),
+        name="api-safety-auto-decision-cancel",
+    ),
+    path(
+        "auto/decisions/<int:decision_id>/send-now/",
+        auto.DecisionSendNowApi.as_view(),
+        name="api-safety-auto-decision-send-now",
+    ),
     path("auto/documents/", auto.DocumentsApi.as_view(), name="api-safety-auto-documents"),
 ]

@@ -40,6 +40,7 @@ from safety.jma.decide import (
     RuleSpec,
     decide,
     empty_state,
+    hazard_of,
     prune_state,
     synthetic_report,
 )
@@ -98,6 +99,8 @@ def message_in(incident: Incident, language: str) -> str | None:
 
 EVALUATE_WITHIN = timedelta(days=2)  # the scan decides documents a crash left undecided, if this recent
 STATE_EVENTS_KEPT = 200
+# Outcomes decided before the state is looked at: nothing to store.
+UNCHANGED_STATE = frozenset({"stale", "test", "status", "drill", "not_trigger", "no_rule"})
 
 
 # --- rules and people as the decision sees them --------------------------------------------------------------------
@@ -283,14 +286,21 @@ def _decide_for(organization: Organization, document: JmaDocument, report: Repor
     settings_row = safety_settings(organization, lock=True)
     if JmaDecision.objects.filter(organization=organization, document=document).exists():
         return None
-    people = people_specs(organization)
     stale = _stale(document, report)
+    hazard = hazard_of(report)
+    acts = (
+        not stale
+        and hazard is not None
+        and report.status in ("通常", "訓練")
+        and DispatchRule.objects.filter(organization=organization, hazard=hazard, enabled=True).exists()
+    )
+    people = people_specs(organization) if acts else []
     if stale:
         outcome = Outcome("ignore", None, report.status == "訓練", stale, "stale", state=settings_row.jma_state)
     else:
         outcome = decide(
             report,
-            rules=rule_specs(organization, people),
+            rules=rule_specs(organization, people) if acts else [],
             people=people,
             state=settings_row.jma_state or None,
             drill_mode=settings_row.drill_mode,
@@ -314,9 +324,10 @@ def _decide_for(organization: Organization, document: JmaDocument, report: Repor
         actions=[_action_dict(a) for a in outcome.actions],
         due_at=now + timedelta(minutes=hold) if outcome.actions else None,
     )
-    settings_row.jma_state = prune_state(outcome.state, keep=STATE_EVENTS_KEPT)
-    settings_row.updated_at = now
-    settings_row.save(update_fields=["jma_state", "updated_at"])
+    if outcome.reason_code not in UNCHANGED_STATE:
+        settings_row.jma_state = prune_state(outcome.state, keep=STATE_EVENTS_KEPT)
+        settings_row.updated_at = now
+        settings_row.save(update_fields=["jma_state", "updated_at"])
     logger.info(
         "JMA %s for %s: %s (%s)",
         document.url,
@@ -419,6 +430,7 @@ def decision_execute(*, decision_id: int) -> list[int]:
         organization = decision.organization
         reachable = set(_safety_people(organization.id).values_list("id", flat=True))
         incident_ids: list[int] = []
+        skipped: list[str] = []
         for action in decision.actions:
             if action["kind"] == "withdraw":
                 incident_ids.extend(_withdraw(organization, action))
@@ -426,13 +438,71 @@ def decision_execute(*, decision_id: int) -> list[int]:
             person_ids = [p for p in action["person_ids"] if p in reachable]
             if not person_ids:
                 continue
+            if (
+                action.get("rule_ids")
+                and not DispatchRule.objects.filter(
+                    organization=organization, id__in=action["rule_ids"], enabled=True
+                ).exists()
+            ):
+                # Switched off (or deleted) during the hold: whoever did that meant it not to go.
+                skipped.append(
+                    f"not sent: its rule was switched off or deleted before the hold ended ({len(person_ids)} people)"
+                )
+                continue
             incident = _incident_for(organization, action) or _incident_open(organization, action)
             dispatch_create(incident=incident, actor=None, target={"mode": "chosen", "person_ids": person_ids})
             incident_ids.append(incident.id)
         decision.executed_at = timezone.now()
         decision.incident_ids = sorted(set(incident_ids))
-        decision.save(update_fields=["executed_at", "incident_ids"])
+        if skipped:
+            decision.reason = "; ".join([decision.reason, *skipped])
+        decision.save(update_fields=["executed_at", "incident_ids", "reason"])
         return list(decision.incident_ids)
+
+
+def _pending(organization: Organization, decision_id: int) -> JmaDecision:
+    decision = (
+        JmaDecision.objects.select_for_update()
+        .filter(organization=organization, id=decision_id, executed_at__isnull=True, due_at__isnull=False)
+        .first()
+    )
+    if decision is None:
+        raise ApplicationError(_("This decision is not waiting for its hold any more."), code="not_pending", status=409)
+    return decision
+
+
+def decision_cancel(*, organization: Organization, decision_id: int, actor: User) -> JmaDecision:
+    """Stop a dispatch that is still on hold (a crisis manager judged the report false). Nobody is sent it, and
+    the people it would have asked can be asked again by a later report of the same event."""
+    with transaction.atomic():
+        settings_row = safety_settings(organization, lock=True)
+        decision = _pending(organization, decision_id)
+        events = settings_row.jma_state.get("events", {})
+        for action in decision.actions:
+            event = events.get(action["event"].split("@", 1)[0])
+            if event is None or action["kind"] == "withdraw":
+                continue
+            for person_id in action["person_ids"]:
+                event.get("notified", {}).pop(str(person_id), None)
+            if not event.get("notified"):
+                event["open"] = False
+        settings_row.save(update_fields=["jma_state"])
+        now = timezone.now()
+        decision.executed_at = now
+        decision.reason = f"{decision.reason}; cancelled during the hold by {actor.display_name} ({actor.login_id})"
+        decision.save(update_fields=["executed_at", "reason"])
+        logger.info("held JMA decision %s cancelled by %s", decision.id, actor.login_id)
+        return decision
+
+
+def decision_send_now(*, organization: Organization, decision_id: int, actor: User) -> list[int]:
+    """Send a dispatch that is on hold now, without waiting for the rest of its hold."""
+    with transaction.atomic():
+        safety_settings(organization, lock=True)
+        decision = _pending(organization, decision_id)
+        decision.due_at = timezone.now()
+        decision.save(update_fields=["due_at"])
+    return decision_execute(decision_id=decision_id)
 
 
 def _withdraw(organization: Organization, action: Mapping[str, Any]) -> list[int]:

@@ -41,7 +41,7 @@ from safety.jma.codes import (
     tsunami_area_prefectures,
     tsunami_severity,
 )
-from safety.jma.parser import Report
+from safety.jma.parser import R06_TITLE_PREFIX, Report
 
 __all__ = [
     "DECISIONS",
@@ -53,6 +53,7 @@ __all__ = [
     "RuleSpec",
     "decide",
     "empty_state",
+    "hazard_of",
     "prune_state",
 ]
 
@@ -142,11 +143,16 @@ def empty_state() -> dict[str, Any]:
 
 
 def prune_state(state: Mapping[str, Any], *, keep: int = 200) -> dict[str, Any]:
-    """Keep the `keep` most recently touched events (and their documents), so the stored state stays small."""
-    out: dict[str, Any] = copy.deepcopy(dict(state))
+    """Keep `keep` events, open ones first, then the most recently touched (and the newest documents and
+    recent dispatches), so the stored state stays small. The state given is not changed."""
+    out: dict[str, Any] = dict(state)
     events = out.get("events", {})
     if len(events) > keep:
-        newest = sorted(events, key=lambda k: events[k].get("touched", ""), reverse=True)[:keep]
+        # An open event (people were asked) is kept over closed ones: a late update or 取消 of a main shock must
+        # find it after a swarm of aftershocks below the threshold.
+        newest = sorted(
+            events, key=lambda k: (bool(events[k].get("open")), events[k].get("touched", "")), reverse=True
+        )[:keep]
         out["events"] = {k: events[k] for k in newest}
     docs = out.get("docs", {})
     if len(docs) > keep * 20:
@@ -162,7 +168,8 @@ def _ignore(state: dict[str, Any], hazard: Hazard | None, drill: bool, code: str
     return Outcome("ignore", hazard, drill, reason, code, state=state)
 
 
-def _hazard_of(report: Report) -> Hazard | None:
+def hazard_of(report: Report) -> Hazard | None:
+    """Which hazard's rules a report is for (None: it triggers nothing)."""
     if report.type_code in EARTHQUAKE_TYPES:
         return "earthquake"
     if report.type_code in TSUNAMI_TYPES:
@@ -177,10 +184,17 @@ def _at(report: Report) -> str:
     return when.isoformat() if when else ""
 
 
+def _office_key(report: Report) -> str:
+    """Whose snapshot a warning message is: its office's (VPWW53 and VPWW54 carry the same one), or for the
+    R06 per-hazard messages (VPWW55–61) the office's for that hazard, since each holds one hazard only."""
+    office = report.editorial_office or report.publishing_office
+    return f"{office}|{report.title}" if report.title.startswith(R06_TITLE_PREFIX) else office
+
+
 def _doc_identity(report: Report) -> str:
     if report.kind == "weather":
         # VPWW53 and VPWW54 carry the same update with the same content: one identity for both.
-        return "|".join(("weather", report.status, report.editorial_office, report.info_type, _at(report)))
+        return "|".join(("weather", report.status, _office_key(report), report.info_type, _at(report)))
     return "|".join(
         (
             report.title,
@@ -261,8 +275,8 @@ def decide(
 
     `doc_key` names the document (its URL, or the SHA-256 of its bytes); without one, the content identity of
     FORMAT_NOTES §9.1 does. Two weather messages of one office and time (VPWW53 and VPWW54) are one update."""
-    new_state: dict[str, Any] = copy.deepcopy(dict(state)) if state else empty_state()
-    hazard = _hazard_of(report)
+    new_state: dict[str, Any] = dict(state) if state else empty_state()  # copied deeply once past the early exits
+    hazard = hazard_of(report)
     drill = report.status == "訓練"
     if report.status == "試験":
         return _ignore(new_state, hazard, False, "test", "test message (試験): never dispatched")
@@ -281,6 +295,7 @@ def decide(
     mine = [r for r in rules if r.hazard == hazard]
     if not mine:
         return _ignore(new_state, hazard, drill, "no_rule", f"no rule: no enabled {hazard.replace('_', ' ')} rule")
+    new_state = copy.deepcopy(new_state)
     identity = doc_key or _doc_identity(report)
     same_update = _doc_identity(report) if report.kind == "weather" else identity
     if identity in new_state["docs"] or same_update in new_state["docs"]:
@@ -364,6 +379,21 @@ def _withdraw(
     return [Action("withdraw", f"{key}@{event['since']}", hazard, drill, tuple(gone))], len(gone)
 
 
+def _same_report(event: Mapping[str, Any], report: Report, *, match_serial: bool = True) -> list[str]:
+    """The applied documents a 取消 or 訂正 names: same type and Serial; without a Serial (VXSE51, VTSE41), the
+    latest applied version of that type only."""
+    same = [
+        (hit.get("at", ""), identity)
+        for identity, hit in event["hits"].items()
+        if hit.get("type") == report.type_code
+        and (not match_serial or report.serial is None or hit.get("serial") == report.serial)
+    ]
+    if report.serial is None and same:
+        latest = max(at for at, _identity in same)
+        return [[identity for at, identity in same if at == latest][-1]]  # the last applied of the newest time
+    return [identity for _at_, identity in same]
+
+
 def _cancel(
     report: Report, state: dict[str, Any], hazard: Hazard, drill: bool, keys: list[str], *, match_serial: bool
 ) -> Outcome:
@@ -374,12 +404,7 @@ def _cancel(
         event = state["events"].get(key)
         if event is None:
             continue
-        cancelled = [
-            identity
-            for identity, hit in event["hits"].items()
-            if hit.get("type") == report.type_code
-            and (not match_serial or report.serial is None or hit.get("serial") == report.serial)
-        ]
+        cancelled = _same_report(event, report, match_serial=match_serial)
         found += len(cancelled)
         # The cancelled reports never happened: they must not suppress a later quake as aftershocks either.
         state["recent"] = [r for r in state["recent"] if r.get("doc") not in cancelled]
@@ -427,6 +452,8 @@ def _suppressed(state: dict[str, Any], rule: RuleSpec, key: str, pref: str, leve
     for recent in state["recent"]:
         if recent["rule"] != rule.id or recent["event"] == key or pref not in recent["places"]:
             continue
+        if recent["event"].split("|")[1] != key.split("|")[1] or not recent.get("at"):
+            continue  # a drill never suppresses a real quake, nor a real one a drill
         then = datetime.fromisoformat(recent["at"])
         if timedelta(0) <= now - then <= timedelta(minutes=rule.suppress_minutes) and (
             intensity_rank(recent["places"][pref]) or 0
@@ -457,7 +484,7 @@ def _earthquake(
         event = _event(state, key, "earthquake", drill)
         event["versions"][type_code] = version
         event["touched"] = _at(report)
-        event["hits"][identity] = {"type": type_code, "serial": report.serial, "persons": {}}
+        event["hits"][identity] = {"type": type_code, "serial": report.serial, "persons": {}, "at": _at(report)}
         return _ignore(
             state,
             "earthquake",
@@ -468,6 +495,12 @@ def _earthquake(
     event = _event(state, key, "earthquake", drill)
     event["versions"][type_code] = version
     event["touched"] = _at(report)
+    corrected = report.info_type == "訂正"
+    if corrected:  # a correction replaces the version it corrects (FORMAT_NOTES §9.5)
+        replaced = _same_report(event, report)
+        for old in replaced:
+            event["hits"].pop(old, None)
+        state["recent"] = [r for r in state["recent"] if r.get("doc") not in replaced]
     hit_persons: dict[str, int] = {}
     fired: dict[int, dict[str, str]] = {}  # rule id -> {prefecture: level}
     reached_places: dict[str, str] = {}
@@ -477,7 +510,8 @@ def _earthquake(
         threshold = intensity_rank(rule.min_intensity) or 0
         places = _earthquake_places(report, rule)
         for place, value in places.items():
-            if (intensity_rank(value) or -1) < threshold:
+            rank = intensity_rank(value)
+            if rank is None or rank < threshold:
                 below.append(value)
                 continue
             pref = _place_prefecture(place)
@@ -492,7 +526,7 @@ def _earthquake(
             ids = rule.chosen_ids if rule.target_mode == "chosen" else _people_in(people, set(fired[rule.id]))
             for pid in sorted(ids):
                 hit_persons.setdefault(str(pid), rule.id)
-    event["hits"][identity] = {"type": type_code, "serial": report.serial, "persons": hit_persons}
+    event["hits"][identity] = {"type": type_code, "serial": report.serial, "persons": hit_persons, "at": _at(report)}
     if not reached_places:
         if suppressed:
             quiet = ("suppressed", f"aftershock suppressed: {_names(set(suppressed))} within the rule's window")
@@ -504,10 +538,16 @@ def _earthquake(
                 f"below the threshold: at most 震度{_intensity_label(strongest or '?')} where the rules look, "
                 f"they need 震度{_intensity_label(needed)} or more",
             )
-        return _summarise(state, "earthquake", drill, [], quiet)
-    return _reach(
-        state, key, event, "earthquake", drill, rules, fired, reached_places, hit_persons, report, identity=identity
-    )
+        outcome = _summarise(state, "earthquake", drill, [], quiet)
+    else:
+        outcome = _reach(
+            state, key, event, "earthquake", drill, rules, fired, reached_places, hit_persons, report, identity=identity
+        )
+    if corrected:  # people asked only because of what the correction took back are withdrawn
+        withdrawn, _count = _withdraw(event, key, "earthquake", drill, [])
+        if withdrawn:
+            return _summarise(state, "earthquake", drill, outcome.actions + withdrawn, ("", ""))
+    return outcome
 
 
 def _strongest_first(hazard: Hazard, reached: Mapping[str, str]) -> tuple[str, ...]:
@@ -580,6 +620,15 @@ def _reach(
 # --- tsunami -----------------------------------------------------------------------------------------------------
 
 
+def _tsunami_key(state: Mapping[str, Any], report: Report) -> str:
+    """(status, EventID); a message naming several EventIDs (satsuma2015) continues an event with one of them."""
+    ids = set(report.event_ids)
+    for key, event in state["events"].items():
+        if event["hazard"] == "tsunami" and key.split("|")[1] == report.status and ids & set(event.get("ids", [])):
+            return str(key)
+    return "|".join(("tsunami", report.status, report.event_ids[0] if report.event_ids else ""))
+
+
 def _tsunami(
     report: Report,
     rules: Sequence[RuleSpec],
@@ -588,7 +637,7 @@ def _tsunami(
     drill: bool,
     identity: str,
 ) -> Outcome:
-    key = "|".join(("tsunami", report.status, " ".join(report.event_ids)))
+    key = _tsunami_key(state, report)
     if report.is_cancellation:
         outcome = _cancel(report, state, "tsunami", drill, [key], match_serial=True)
         event = state["events"].get(key)
@@ -603,32 +652,42 @@ def _tsunami(
             state, "tsunami", drill, "out_of_date", "out of date: a newer tsunami message of this event was applied"
         )
     event = _event(state, key, "tsunami", drill)
+    event["ids"] = sorted(set(event.get("ids", [])) | set(report.event_ids))
     event["versions"]["snapshot"] = version
     event["touched"] = _at(report)
     before: dict[str, int] = dict(event.get("in_force", {}))
     now = {coast: int(tsunami_severity(kind)) for coast, kind in report.tsunami_by_area.items()}
     event["in_force"] = {c: s for c, s in now.items() if s > 0}
-    hit_persons: dict[str, int] = {}
+    hit_persons: dict[str, int] = {}  # newly reached: asked now
+    covered: dict[str, int] = {}  # everyone this snapshot keeps at a rule's level (a 取消 must not drop them)
     fired: dict[int, dict[str, str]] = {}
     reached: dict[str, str] = {}
     top = 0
     for rule in rules:
         threshold = int(TSUNAMI_LEVELS.get(rule.tsunami_level, TsunamiSeverity.WARNING))
+        covering: set[str] = set()
         for coast, severity in now.items():
             prefs = set(tsunami_area_prefectures(coast))
             if rule.areas and coast not in rule.areas:
                 continue
-            if not rule.areas and rule.prefectures and not prefs & rule.prefectures:
+            if not rule.areas and rule.prefectures:
+                # 東京湾内湾 touches 千葉・東京・神奈川: a 東京都 rule reaches only 東京都
+                prefs &= rule.prefectures
+            if not prefs or severity < threshold:
                 continue
-            if severity < threshold or before.get(coast, 0) >= threshold:
-                continue  # below the level, or already at it (継続): no new dispatch
+            covering |= prefs
+            if before.get(coast, 0) >= threshold:
+                continue  # already at the level (継続): no new dispatch
             top = max(top, severity)
+            level = _SEVERITY_LEVEL[TsunamiSeverity(severity)]
             for pref in prefs:
-                if not rule.areas and rule.prefectures and pref not in rule.prefectures:
-                    continue  # 東京湾内湾 touches 千葉・東京・神奈川: a 東京都 rule reaches only 東京都
-                level = _SEVERITY_LEVEL[TsunamiSeverity(severity)]
-                reached[pref] = level
+                if (TSUNAMI_LEVELS.get(reached.get(pref, ""), 0)) < severity:
+                    reached[pref] = level
                 fired.setdefault(rule.id, {})[pref] = level
+        if covering:
+            ids = rule.chosen_ids if rule.target_mode == "chosen" else _people_in(people, covering)
+            for pid in sorted(ids):
+                covered.setdefault(str(pid), rule.id)
         if rule.id in fired:
             ids = rule.chosen_ids if rule.target_mode == "chosen" else _people_in(people, set(fired[rule.id]))
             for pid in sorted(ids):
@@ -636,7 +695,7 @@ def _tsunami(
     event["hits"][identity] = {
         "type": report.type_code,
         "serial": report.serial,
-        "persons": hit_persons,
+        "persons": covered,
         "snapshot": event["in_force"],
         "at": _at(report),
     }
@@ -676,7 +735,7 @@ def _special(
     drill: bool,
     identity: str,
 ) -> Outcome:
-    office = report.editorial_office or report.publishing_office
+    office = _office_key(report)
     # Per (kind, prefecture): municipalities in force now, and those newly issued (発表).
     in_force: dict[tuple[str, str], set[str]] = {}
     issued: dict[tuple[str, str], set[str]] = {}
@@ -718,7 +777,9 @@ def _special(
     keys = {
         k
         for k, e in state["events"].items()
-        if e["hazard"] == "special_warning" and k.split("|")[1] == report.status and k.split("|")[3] in prefectures
+        if e["hazard"] == "special_warning"
+        and k.split("|")[1] == report.status
+        and (k.split("|")[3] in prefectures or office in e.get("offices", {}))
     }
     keys |= {"|".join(("special_warning", report.status, kind, pref)) for kind, pref in in_force}
     for key in sorted(keys):

@@ -661,3 +661,26 @@ def test_log_pages_fifty_at_a_time(world: World, crisis: Client, other_org: Orga
 def test_an_empty_log_says_so(world: World, crisis: Client) -> None:
     html = text_of(crisis.get("/acme/safety/auto/log/"))
     assert 'id="log-empty"' in html and "<tr data-id=" not in html
+
+
+def test_a_dispatch_on_hold_is_stopped_from_the_log(
+    world: World, crisis: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    autodispatch.rule_update(rule=world.preset, actor=None, hold_minutes=10)
+    with django_capture_on_commit_callbacks(execute=True):
+        document = jma_document_ingest(
+            url="https://example.invalid/hold.xml",
+            raw=(shared_fixtures("jma") / NOTO_VXSE51).read_bytes(),
+            source="pull",
+        )
+    decision = JmaDecision.objects.get(organization=world.org, document=document)
+    page = crisis.get("/acme/safety/auto/log/").content.decode()
+    assert 'name="action" value="cancel"' in page and f'name="decision" value="{decision.id}"' in page
+    response = crisis.post("/acme/safety/auto/log/", {"decision": str(decision.id), "action": "cancel"})
+    assert response.status_code == 302
+    decision.refresh_from_db()
+    assert decision.executed_at is not None and not Incident.objects.filter(organization=world.org).exists()
+    page = crisis.get("/acme/safety/auto/log/").content.decode()
+    assert 'value="cancel"' not in page
+    bad = crisis.post("/acme/safety/auto/log/", {"decision": "²", "action": "cancel"})
+    assert bad.status_code == 302

@@ -732,3 +732,68 @@ def test_the_crisis_team_is_told_when_an_automatic_incident_opens(
     ingest(raw(TOHOKU_VXSE51), "https://example.jp/data/team_vxse51.xml")
     incident = Incident.objects.get(organization=org)
     assert incident.notify_user_ids == sorted([crisis.id, anpi.id])
+
+
+def test_the_answer_page_of_an_automatic_incident_is_titled_in_the_readers_language(
+    org: Organization, ingest: Callable[..., JmaDocument]
+) -> None:
+    from django.test import Client
+
+    from safety.services import answer_url
+
+    rule(org)
+    english = safety_person(org, "miyagi-en", region_code=MIYAGI, language="en")
+    japanese = safety_person(org, "miyagi-ja", region_code=MIYAGI, language="ja")
+    ingest(raw(TOHOKU_VXSE51), "https://example.jp/data/page_vxse51.xml")
+    incident = Incident.objects.get(organization=org)
+    en_page = Client().get(answer_url(incident, english.id)).content.decode()
+    ja_page = Client().get(answer_url(incident, japanese.id)).content.decode()
+    assert incident.titles["en"] in en_page and "Disaster occurred" in en_page
+    assert incident.titles["ja"] in ja_page and "災害発生" in ja_page
+
+
+def test_a_crisis_manager_stops_a_held_dispatch_and_a_later_report_can_ask_those_people_again(
+    org, people, push_service, ingest, after_commit
+):
+    from config.errors import ApplicationError
+    from directory.models import Role
+
+    manager = safety_person(org, "crisis-stop", roles=(Role.CRISIS_MANAGER,))
+    rule(org, hold_minutes=10)
+    ingest(raw(TOHOKU_VXSE51), "https://jma.example/hold-stop-vxse51.xml")
+    decision = JmaDecision.objects.get()
+    stopped = after_commit(autodispatch.decision_cancel, organization=org, decision_id=decision.id, actor=manager)
+    assert stopped.executed_at is not None and "cancelled during the hold by" in stopped.reason
+    JmaDecision.objects.filter(id=decision.id).update(due_at=timezone.now() - timedelta(minutes=1))
+    after_commit(safety_scan)
+    assert not Incident.objects.exists() and not push_service.received
+    with pytest.raises(ApplicationError):  # it has gone (stopped): neither again nor "send now"
+        autodispatch.decision_cancel(organization=org, decision_id=decision.id, actor=manager)
+    # The quake was real after all: its VXSE53 asks the same people again (they were never sent anything).
+    later = ingest(raw(TOHOKU_VXSE53), "https://jma.example/hold-stop-vxse53.xml")
+    again = JmaDecision.objects.get(document=later)
+    assert again.decision == "dispatch" and {people.miyagi.id, people.fukushima.id} <= set(again.new_person_ids)
+
+
+def test_send_now_skips_the_rest_of_the_hold_and_a_rule_switched_off_during_the_hold_sends_nothing(
+    org, people, push_service, ingest, after_commit
+):
+    from directory.models import Role
+
+    manager = safety_person(org, "crisis-now", roles=(Role.CRISIS_MANAGER,))
+    held = rule(org, hold_minutes=10)
+    ingest(raw(TOHOKU_VXSE51), "https://jma.example/hold-now-vxse51.xml")
+    decision = JmaDecision.objects.get()
+    after_commit(autodispatch.decision_send_now, organization=org, decision_id=decision.id, actor=manager)
+    assert asked(Incident.objects.get()) == {people.miyagi.id, people.fukushima.id}
+
+    autodispatch.rule_update(rule=held, actor=manager, enabled=False)
+    other = rule(org, name="別ルール", hold_minutes=10, min_intensity="4")
+    ingest(raw(NOTO_VXSE51), "https://jma.example/hold-off-noto.xml")
+    pending = JmaDecision.objects.get(document__url="https://jma.example/hold-off-noto.xml")
+    autodispatch.rule_update(rule=other, actor=manager, enabled=False)
+    JmaDecision.objects.filter(id=pending.id).update(due_at=timezone.now() - timedelta(minutes=1))
+    after_commit(safety_scan)
+    pending.refresh_from_db()
+    assert pending.executed_at is not None and "switched off or deleted" in pending.reason
+    assert Incident.objects.count() == 1

@@ -702,3 +702,41 @@ def test_the_log_and_document_selectors_read_in_a_fixed_number_of_queries(
         assert [d.document.title for d in page.decisions][-1] == "震度速報"
     with django_assert_num_queries(1):
         assert len(selectors_auto.document_list()) == 3
+
+
+def test_a_dispatch_on_hold_is_stopped_or_sent_now_through_the_api(
+    org, crisis_client, noto_people, django_capture_on_commit_callbacks
+):
+    rule(org, name="10分保留", hold_minutes=10, min_intensity="5+")
+    document = ingest(
+        "earthquake/REAL_2024-01-01_noto_vxse51_max6plus_31prefs__IntensityReportL.xml",
+        django_capture_on_commit_callbacks,
+    )
+    decision = JmaDecision.objects.get(organization=org, document=document)
+    assert decision.executed_at is None and decision.due_at is not None
+
+    employee = signed_in(factories.person(org, "plain"))
+    assert employee.post(f"{BASE}decisions/{decision.id}/cancel/").status_code == 403
+    response = crisis_client.post(f"{BASE}decisions/{decision.id}/cancel/")
+    assert response.status_code == 200 and response.json()["executed_at"]
+    assert "cancelled during the hold" in response.json()["reason"]
+    again = crisis_client.post(f"{BASE}decisions/{decision.id}/send-now/")
+    assert again.status_code == 409 and again.json()["code"] == "not_pending"
+    assert not Incident.objects.filter(organization=org).exists()
+    assert crisis_client.post(f"{BASE}decisions/999999/cancel/").status_code == 409
+
+
+def test_another_organisations_held_dispatch_cannot_be_touched(
+    org, other_org, crisis_client, django_capture_on_commit_callbacks
+):
+    rule(other_org, name="theirs", hold_minutes=10, min_intensity="5+")
+    safety_person(other_org, "theirs-ishikawa", region_code="17")
+    document = ingest(
+        "earthquake/REAL_2024-01-01_noto_vxse51_max6plus_31prefs__IntensityReportL.xml",
+        django_capture_on_commit_callbacks,
+    )
+    theirs = JmaDecision.objects.get(organization=other_org, document=document)
+    assert crisis_client.post(f"{BASE}decisions/{theirs.id}/cancel/").status_code == 409
+    assert crisis_client.post(f"{BASE}decisions/{theirs.id}/send-now/").status_code == 409
+    theirs.refresh_from_db()
+    assert theirs.executed_at is None

@@ -179,3 +179,9 @@ const ruleForm = document.getElementById("rule-form");
 if (ruleForm) initRuleForm(ruleForm);
 const verifyForm = document.getElementById("verify-form");
 if (verifyForm) initVerify(verifyForm);
+
+// Stopping a dispatch on hold asks first (the log page).
+document.addEventListener("click", (event) => {
+  const button = event.target instanceof Element ? event.target.closest("button[data-confirm]") : null;
+  if (button && !window.confirm(button.dataset.confirm)) event.preventDefault();
+});
