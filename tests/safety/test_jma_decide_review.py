@@ -127,7 +127,7 @@ def test_r06_messages_of_two_hazards_from_one_office_are_two_snapshots() -> None
         report_datetime=rain.report_datetime + timedelta(minutes=2),
         special_status_by_area={"3220100": {"33": "継続"}},
     )
-    state = None
+    state: dict[str, Any] | None = None
     results = []
     for report, key in ((rain, "a"), (slide, "b"), (rain_later, "c")):
         outcome = decide(report, rules=[rule], people=PEOPLE, state=state, drill_mode=False, doc_key=key)
@@ -135,7 +135,8 @@ def test_r06_messages_of_two_hazards_from_one_office_are_two_snapshots() -> None
         results.append(outcome)
     assert [o.decision for o in results] == ["dispatch", "dispatch", "ignore"]
     assert results[2].reason_code == "continuing"
-    assert any("|39|32" in key for key in state["events"])  # the landslide special warning is still in force
+    # the landslide special warning is still in force
+    assert state is not None and any("|39|32" in key for key in state["events"])
 
 
 def test_a_drill_never_suppresses_a_real_quake() -> None:
