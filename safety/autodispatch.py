@@ -710,23 +710,7 @@ def rule_fields_clean(
 
     current: dict[str, Any] = {}
     if rule is not None:
-        current = {
-            "name": rule.name,
-            "hazard": rule.hazard,
-            "enabled": rule.enabled,
-            "prefectures": rule.prefectures,
-            "areas": rule.areas,
-            "min_intensity": rule.min_intensity,
-            "tsunami_level": rule.tsunami_level,
-            "special_kinds": rule.special_kinds,
-            "target_mode": rule.target_mode,
-            "department_ids": rule.department_ids,
-            "person_ids": rule.person_ids,
-            "questions": rule.questions,
-            "template_id": rule.template_id,
-            "hold_minutes": rule.hold_minutes,
-            "suppress_minutes": rule.suppress_minutes,
-        }
+        current = {name: getattr(rule, name) for name in RULE_FIELDS}
     unknown = set(fields) - set(RULE_FIELDS)
     if unknown:
         raise ApplicationError(_("Unknown field: %(name)s") % {"name": sorted(unknown)[0]}, code="bad_rule")

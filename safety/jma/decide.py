@@ -242,6 +242,14 @@ def _people_in(people: Iterable[Person], prefectures: set[str]) -> set[int]:
     return {p.id for p in people if p.region_code in prefectures}
 
 
+def _add_people(into: dict[str, int], rule: RuleSpec, people: Iterable[Person], prefectures: set[str]) -> None:
+    """Who `rule` reaches when it fires in `prefectures` (its chosen people, or the people based there), each
+    credited to the first rule that reached them."""
+    ids = rule.chosen_ids if rule.target_mode == "chosen" else _people_in(people, prefectures)
+    for pid in sorted(ids):
+        into.setdefault(str(pid), rule.id)
+
+
 def _names(prefectures: Iterable[str]) -> str:
     names = [PREFECTURES[p].ja if p in PREFECTURES else p for p in sorted(prefectures)]
     if len(names) > 6:
@@ -523,9 +531,7 @@ def _earthquake(
             reached_places[pref] = _max_intensity([reached_places.get(pref, ""), value])
             fired.setdefault(rule.id, {})[pref] = _max_intensity([fired.get(rule.id, {}).get(pref, ""), value])
         if rule.id in fired:
-            ids = rule.chosen_ids if rule.target_mode == "chosen" else _people_in(people, set(fired[rule.id]))
-            for pid in sorted(ids):
-                hit_persons.setdefault(str(pid), rule.id)
+            _add_people(hit_persons, rule, people, set(fired[rule.id]))
     event["hits"][identity] = {"type": type_code, "serial": report.serial, "persons": hit_persons, "at": _at(report)}
     if not reached_places:
         if suppressed:
@@ -685,13 +691,9 @@ def _tsunami(
                     reached[pref] = level
                 fired.setdefault(rule.id, {})[pref] = level
         if covering:
-            ids = rule.chosen_ids if rule.target_mode == "chosen" else _people_in(people, covering)
-            for pid in sorted(ids):
-                covered.setdefault(str(pid), rule.id)
+            _add_people(covered, rule, people, covering)
         if rule.id in fired:
-            ids = rule.chosen_ids if rule.target_mode == "chosen" else _people_in(people, set(fired[rule.id]))
-            for pid in sorted(ids):
-                hit_persons.setdefault(str(pid), rule.id)
+            _add_people(hit_persons, rule, people, set(fired[rule.id]))
     event["hits"][identity] = {
         "type": report.type_code,
         "serial": report.serial,
@@ -811,9 +813,7 @@ def _special(
             if not hits:
                 continue
             fired[rule.id] = {pref: kind}
-            ids = rule.chosen_ids if rule.target_mode == "chosen" else _people_in(people, {pref})
-            for pid in sorted(ids):
-                hit_persons.setdefault(str(pid), rule.id)
+            _add_people(hit_persons, rule, people, {pref})
         if not fired:
             continue
         event["hits"][identity] = {"type": report.type_code, "serial": None, "persons": hit_persons}
