@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 
 from consumers.api import PushSubscriptionApi
+from consumers.api_bounces import MailBounceApi
 from directory import api as directory_api
 from frontend import answer_views, disaster_views, views
 
@@ -15,6 +16,8 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("notices/", directory_api.NoticeApi.as_view(), name="api-notices"),
     path("push/key/", directory_api.PushKeyApi.as_view(), name="api-push-key"),
     path("push/subscriptions/", PushSubscriptionApi.as_view(), name="api-push-subscriptions"),
+    # Private contacts: the person's own e-mail addresses for safety notifications (issue 9).
+    path("me/contacts/", include("directory.contacts_api_urls")),
     path("directory/", include("directory.api_urls")),
     path("talk/", include("chat.api_urls")),
     path("safety/", include("safety.api_urls")),
@@ -25,6 +28,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/jma/", include("safety.urls")),
+    path("api/mail/bounces/", MailBounceApi.as_view(), name="api-mail-bounces"),
     path("sw.js", views.service_worker, name="service-worker"),
     path("i18n/", include("django.conf.urls.i18n")),
     path(f"{slug}/api/", include(api_patterns)),
@@ -49,6 +53,9 @@ urlpatterns = [
     path(f"{slug}/safety/", include("frontend.safety_urls")),
     path(f"{slug}/safety/", include("frontend.answer_urls")),
     path(f"{slug}/answer/<str:token>/", answer_views.link_answer_page, name="safety-link-answer"),
+    # Confirming a private contact address, and a contact check (連絡先の確認) from its link: no sign-in needed.
+    path(f"{slug}/contacts/", include("frontend.contacts_urls")),
+    path(f"{slug}/check/", include("frontend.check_link_urls")),
     path(f"{slug}/", include("directory.onboarding_urls")),
 ]
 

@@ -1,19 +1,29 @@
-"""E-mail delivery: one SMTP connection per batch, a plain-text part always, each in its reader's language."""
+"""E-mail delivery: one SMTP connection per batch, a plain-text part always, each in its reader's language.
+
+A message's `private` addresses (a person's private contacts) are never written to a log or to the error a
+delivery keeps: `redact_private` replaces them (and their local part) with "(private address)". They get the
+message as Bcc when the person also has a work address, so the copy at work does not name them either."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import smtplib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.message import sanitize_address
 from django.utils import translation
 
 logger = logging.getLogger(__name__)
+
+PRIVATE_MARK = "(private address)"
+# A local part shorter than this is not redacted on its own (it would blank out ordinary words).
+MIN_REDACTED_LOCAL_PART = 3
 
 
 class MailDict(TypedDict):
@@ -22,6 +32,8 @@ class MailDict(TypedDict):
     body: str
     html: str | None
     language: str
+    # Those of `to` that are private contacts (see MailMessage.private); absent = none.
+    private: NotRequired[list[str]]
 
 
 @dataclass(frozen=True)
@@ -31,9 +43,43 @@ class MailMessage:
     body: str
     html: str | None = None
     language: str = "ja"
+    # Those of `to` that are a person's private contacts: never written to a log or a delivery error.
+    # (A sequence, not only a tuple: the mail_send task rebuilds messages from JSON lists.)
+    private: Sequence[str] = ()
 
     def as_dict(self) -> MailDict:
-        return MailDict(to=list(self.to), subject=self.subject, body=self.body, html=self.html, language=self.language)
+        data = MailDict(to=list(self.to), subject=self.subject, body=self.body, html=self.html, language=self.language)
+        if self.private:
+            data["private"] = list(self.private)
+        return data
+
+
+def redact_private(text: str, private: Iterable[str], *, others: Iterable[str] = ()) -> str:
+    """`text` with every private address, and its local part on its own, replaced by PRIVATE_MARK
+    (case-insensitively: a server may echo an address in another case). A local part that one of `others` (the
+    message's work addresses) shares is left alone: blanking it there would tell what the private one is."""
+    shown = {a.lower().rpartition("@")[0] for a in others}
+    # An internationalised domain goes out (and comes back in a refusal) as punycode: redact that form too.
+    forms = {a for a in private if a} | {_ascii_form(a) for a in private if a}
+    for address in sorted(forms, key=len, reverse=True):
+        text = re.sub(re.escape(address), PRIVATE_MARK, text, flags=re.IGNORECASE)
+        local = address.rpartition("@")[0]
+        if len(local) >= MIN_REDACTED_LOCAL_PART and local.lower() not in shown:
+            text = re.sub(re.escape(local), PRIVATE_MARK, text, flags=re.IGNORECASE)
+    return text
+
+
+def _ascii_form(address: str) -> str:
+    try:
+        return sanitize_address(address, "utf-8")
+    except (ValueError, IndexError, UnicodeError):
+        return address
+
+
+def recipients_for_log(message: MailMessage) -> str:
+    """The message's recipients as a log may show them: the private ones as PRIVATE_MARK."""
+    private = {a.lower() for a in message.private}
+    return ", ".join(PRIVATE_MARK if a.lower() in private else a for a in message.to)
 
 
 class MailInterrupted(Exception):
@@ -69,8 +115,12 @@ def mail_send_results(messages: Sequence[MailMessage]) -> list[str | None]:
                 sent = connection.send_messages([_email(message, connection)]) or 0
                 results.append(None if sent else "not sent")
             except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-                logger.warning("mail to %s refused: %s", ", ".join(message.to), exc)
-                results.append(f"refused: {exc}"[:200])
+                # The server's reply names the addresses it refused: private ones never reach a log or an error.
+                private = {a.lower() for a in message.private}
+                others = [a for a in message.to if a.lower() not in private]
+                reason = redact_private(str(exc), message.private, others=others)
+                logger.warning("mail to %s refused: %s", recipients_for_log(message), reason)
+                results.append(f"refused: {reason}"[:200])
             except (smtplib.SMTPException, OSError):
                 raise MailInterrupted(messages[index:]) from None
     finally:
@@ -80,11 +130,17 @@ def mail_send_results(messages: Sequence[MailMessage]) -> list[str | None]:
 
 
 def _email(message: MailMessage, connection: Any) -> EmailMultiAlternatives:
+    private = {a.lower() for a in message.private}
+    work = [a for a in message.to if a.lower() not in private]
+    hidden = [a for a in message.to if a.lower() in private]
+    # With a work address too, the private ones go as Bcc: the copy read at work must not name them.
+    to, bcc = (work, hidden) if work else (hidden, [])
     email = EmailMultiAlternatives(
         subject=message.subject.replace("\n", " ").strip(),
         body=message.body,
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=message.to,
+        to=to,
+        bcc=bcc,
         connection=connection,
         headers={"Content-Language": message.language, "Auto-Submitted": "auto-generated"},
     )

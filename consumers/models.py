@@ -1,4 +1,5 @@
-"""Durable parts of the live event flow: per-stream sequence counters, the outbox, push subscriptions."""
+"""Durable parts of the live event flow and delivery: per-stream sequence counters, the outbox, push subscriptions,
+and what bounce reports told us about e-mail addresses."""
 
 from __future__ import annotations
 
@@ -64,3 +65,28 @@ class PushSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.endpoint[:60]}"
+
+
+class BounceSource(models.TextChoices):
+    DSN = "dsn", "dsn"
+    WEBHOOK = "webhook", "webhook"
+
+
+class MailAddressState(models.Model):
+    """What bounce reports told us about one e-mail address (lower-cased), whoever uses it.
+
+    A permanent failure (a DSN's `Action: failed` with a 5.x.x status, a provider's permanent bounce) sets
+    `failing`; a transient one (delayed, 4.x.x) is counted and leaves it as it was. Only `address_recovered`
+    clears it: a later accepted SMTP hand-off proves nothing about the mailbox."""
+
+    address = models.CharField(max_length=254, unique=True)
+    failing = models.BooleanField(default=False)
+    bounce_count = models.PositiveIntegerField(default=0)
+    last_status = models.CharField(max_length=16, blank=True)
+    last_diagnostic = models.CharField(max_length=200, blank=True)
+    last_bounce_at = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=8, choices=BounceSource.choices, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.address}{' failing' if self.failing else ''}"

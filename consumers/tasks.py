@@ -14,6 +14,7 @@ from consumers.mail import MailDict, MailInterrupted, MailMessage, mail_send_bat
 from consumers.models import OutboxEvent, PushSubscription
 from consumers.publisher import relay_pending
 from consumers.push import push_send
+from consumers.vapid import vapid_prune as vapid_keys_prune
 
 # Far-future work is found by beat scanning the database; a countdown stays well under the visibility timeout.
 MAX_RETRY_COUNTDOWN = 600
@@ -75,3 +76,9 @@ def outbox_prune() -> int:
     cutoff = timezone.now() - timedelta(hours=settings.EVENT_RETENTION_HOURS)
     deleted, _ = OutboxEvent.objects.filter(created_at__lt=cutoff, published_at__isnull=False).delete()
     return deleted
+
+
+@shared_task
+def vapid_prune() -> int:
+    """Drop the earlier VAPID keys no subscription uses any more (beat, hourly). Returns how many."""
+    return len(vapid_keys_prune())

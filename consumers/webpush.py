@@ -76,6 +76,9 @@ class PushTarget:
     auth: str  # base64url 16-byte auth secret
     # This target's own payload instead of the message's (a safety request carries each person's own link).
     payload: Mapping[str, object] | None = None
+    # The VAPID public key the browser subscribed with ("": the current key); after a key rotation, a
+    # subscription made with an older key is signed with that key's private half (see `vapid_previous_keys`).
+    vapid_public_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,14 +130,20 @@ def send_batch(
     *,
     vapid_private_key: str,
     vapid_subject: str,
+    vapid_previous_keys: Sequence[str] = (),
     concurrency: int = 50,
     timeout: float = 10.0,
 ) -> list[PushOutcome]:
     """Send one message to many subscriptions and return one outcome per target, in input order.
 
     One aiohttp session for the whole batch, one VAPID signature per push-service audience
-    (``scheme://host[:port]`` of the endpoint), aes128gcm encryption per target and at most
-    ``concurrency`` requests in flight. ``timeout`` bounds each request, so the batch cannot hang.
+    (``scheme://host[:port]`` of the endpoint) and signing key, aes128gcm encryption per target and
+    at most ``concurrency`` requests in flight. ``timeout`` bounds each request, so the batch cannot hang.
+
+    ``vapid_private_key`` is the current key. ``vapid_previous_keys`` are the private keys of earlier
+    pairs, kept after a key rotation: a target whose ``vapid_public_key`` belongs to one of them is
+    signed with it (a push service accepts only the key the browser subscribed with). A target with
+    no ``vapid_public_key``, or one that matches no key given, is signed with the current key.
 
     Runs its own event loop, so it is meant for sync callers such as a Celery task; async code
     awaits :func:`send_batch_async` instead.
@@ -150,6 +159,7 @@ def send_batch(
             message,
             vapid_private_key=vapid_private_key,
             vapid_subject=vapid_subject,
+            vapid_previous_keys=vapid_previous_keys,
             concurrency=concurrency,
             request_timeout=timeout,
         )
@@ -162,6 +172,7 @@ async def send_batch_async(
     *,
     vapid_private_key: str,
     vapid_subject: str,
+    vapid_previous_keys: Sequence[str] = (),
     concurrency: int = 50,
     request_timeout: float = 10.0,
     session: aiohttp.ClientSession | None = None,
@@ -171,7 +182,8 @@ async def send_batch_async(
     ``request_timeout`` is :func:`send_batch`'s ``timeout``: it bounds each request, not the batch.
     ``session``: send over the caller's session (and its open connections) instead of a new one.
     """
-    vapid = _vapid_signer(vapid_private_key, vapid_subject)
+    signers = _vapid_signers(vapid_private_key, vapid_previous_keys, vapid_subject)
+    current = next(iter(signers))
     body = _serialise_payload(message.payload)
     own_bodies = [None if t.payload is None else _serialise_payload(t.payload) for t in targets]
     extra_headers = _message_headers(message)
@@ -182,25 +194,29 @@ async def send_batch_async(
     if not targets:
         return []
 
-    # Sign once per audience up front. A signature costs about a third of one target's encryption
+    # Sign once per (audience, key) up front. A signature costs about a third of one target's encryption
     # (~50 vs ~130 us here), so signing per target would add a third to the CPU of a large batch,
-    # and the push service would have to verify thousands of distinct tokens instead of one.
+    # and the push service would have to verify thousands of distinct tokens instead of one. After a key
+    # rotation a batch has at most a few keys, so this stays a handful of signatures.
     expires = int(time.time()) + VAPID_TOKEN_LIFETIME
-    authorization: dict[str, str | Exception] = {}
+    authorization: dict[tuple[str, str], str | Exception] = {}
+    signing_keys: list[str] = []
     for target in targets:
+        key = _signing_key(target.vapid_public_key, signers, current)
+        signing_keys.append(key)
         try:
             audience = _audience(target.endpoint)
         except ValueError:
             continue  # reported per target in _send_one
-        if audience not in authorization:
+        if (audience, key) not in authorization:
             try:
-                authorization[audience] = _vapid_authorization(
-                    vapid, audience=audience, subject=vapid_subject, expires=expires
+                authorization[(audience, key)] = _vapid_authorization(
+                    signers[key], audience=audience, subject=vapid_subject, expires=expires
                 )
             except Exception as exc:
                 # py_vapid raises its own VapidException, e.g. for an IPv6 literal host, which its
                 # audience check rejects. Only the targets on that push service fail.
-                authorization[audience] = exc
+                authorization[(audience, key)] = exc
 
     client_timeout = aiohttp.ClientTimeout(total=request_timeout)
     outcomes: list[PushOutcome | None] = [None] * len(targets)
@@ -216,6 +232,7 @@ async def send_batch_async(
                 body=own_bodies[index] or body,
                 headers=extra_headers,
                 authorization=authorization,
+                signing_key=signing_keys[index],
                 ttl=message.ttl,
                 client_timeout=client_timeout,
             )
@@ -273,6 +290,7 @@ class PushSession:
         *,
         vapid_private_key: str,
         vapid_subject: str,
+        vapid_previous_keys: Sequence[str] = (),
         meanwhile: Callable[[], object] | None = None,
         every: float = 10.0,
     ) -> list[PushOutcome]:
@@ -287,6 +305,7 @@ class PushSession:
                 message,
                 vapid_private_key=vapid_private_key,
                 vapid_subject=vapid_subject,
+                vapid_previous_keys=vapid_previous_keys,
                 concurrency=self.concurrency,
                 request_timeout=self.timeout,
                 session=self._session,
@@ -306,7 +325,8 @@ async def _send_one(
     *,
     body: bytes,
     headers: Mapping[str, str],
-    authorization: Mapping[str, str | Exception],
+    authorization: Mapping[tuple[str, str], str | Exception],
+    signing_key: str,
     ttl: int,
     client_timeout: aiohttp.ClientTimeout,
 ) -> PushOutcome:
@@ -319,7 +339,7 @@ async def _send_one(
         audience = _audience(target.endpoint)
     except ValueError as exc:
         return failed(f"invalid endpoint: {exc}")
-    auth_header = authorization[audience]
+    auth_header = authorization[(audience, signing_key)]
     if isinstance(auth_header, Exception):
         return failed(f"cannot sign VAPID token for {audience}: {auth_header}")
     try:
@@ -447,6 +467,30 @@ def _vapid_private_key(private_key: str) -> ec.EllipticCurvePrivateKey:
         raise ValueError(f"VAPID private key must be a raw 32-byte scalar, got {len(raw)} bytes")
     # derive_private_key raises ValueError for 0 or a scalar not below the curve order.
     return ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
+
+
+def _vapid_signers(current: str, previous: Sequence[str], subject: str) -> dict[str, Any]:
+    """One py_vapid signer per key, by its base64url public key; the current key's comes first.
+    Raises ValueError for a bad key (naming which, never showing it) or subject."""
+    signers = {vapid_public_key(current): _vapid_signer(current, subject)}
+    for number, private_key in enumerate(previous, start=1):
+        try:
+            public = vapid_public_key(private_key)
+        except ValueError as exc:
+            raise ValueError(f"previous VAPID key {number}: {exc}") from None
+        signers.setdefault(public, _vapid_signer(private_key, subject))
+    return signers
+
+
+def _signing_key(subscribed_with: str, signers: Mapping[str, Any], current: str) -> str:
+    """The public key to sign a target with: the one it subscribed with when we hold it, else the current one."""
+    if not subscribed_with or subscribed_with in signers:
+        return subscribed_with or current
+    try:  # the same key written another way (padding, standard base64)
+        normalised = _b64url_encode(_b64url_decode(subscribed_with, "VAPID public key"))
+    except ValueError:
+        return current
+    return normalised if normalised in signers else current
 
 
 def _vapid_signer(private_key: str, subject: str) -> Any:

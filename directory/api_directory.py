@@ -22,6 +22,7 @@ from directory.regions import prefecture_name
 from directory.selectors import (
     access_department,
     access_person,
+    contact_problem_badges,
     current_safety_answers,
     department_tree,
     person_search,
@@ -35,8 +36,16 @@ def phone_link(scheme: str, number: str) -> str:
     return phone_href(scheme=scheme, number=number) if any(ch.isdigit() for ch in number) else ""
 
 
-def person_data(user: User, *, scheme: str, answer: dict[str, Any] | None = None, full: bool = False) -> dict[str, Any]:
-    """One shape for the list, the card and the page."""
+def person_data(
+    user: User,
+    *,
+    scheme: str,
+    answer: dict[str, Any] | None = None,
+    full: bool = False,
+    problems: list[str] | None = None,
+) -> dict[str, Any]:
+    """One shape for the list, the card and the page. `problems`: the person's contact problems, given only to
+    viewers who may see them (directory.selectors.contact_problem_badges); for anyone else the key is absent."""
     data: dict[str, Any] = {
         "id": user.id,
         "name": user.display_name,
@@ -55,6 +64,8 @@ def person_data(user: User, *, scheme: str, answer: dict[str, Any] | None = None
         "email": user.email,
         "safety_answer": answer,
     }
+    if problems is not None:
+        data["contact_problems"] = problems
     if full:
         data.update(
             login_id=user.login_id,
@@ -124,10 +135,15 @@ class PeopleApi(OrgAPIView):
             offset = 0
         found = person_search(organization=self.organization, query=query, department=department, offset=offset)
         answers = current_safety_answers(organization=self.organization, user_ids=[p.id for p in found])
-        scheme = self.organization.phone_url_scheme
-        return Response(
-            {"results": [person_data(p, scheme=scheme, answer=answers.get(p.id)) for p in found], "offset": offset}
+        badges = contact_problem_badges(
+            viewer=self.person, organization=self.organization, user_ids=[p.id for p in found]
         )
+        scheme = self.organization.phone_url_scheme
+        results = [
+            person_data(p, scheme=scheme, answer=answers.get(p.id), problems=None if badges is None else badges[p.id])
+            for p in found
+        ]
+        return Response({"results": results, "offset": offset})
 
     def post(self, request: Request, slug: str) -> Response:
         data = PersonCreateIn(data=request.data)
@@ -151,8 +167,15 @@ class PersonApi(OrgAPIView):
         admin = self.person.has_role(Role.SYSTEM_ADMIN)
         person = access_person(self.person, person_id, include_inactive=admin)
         answers = current_safety_answers(organization=self.organization, user_ids=[person.id])
+        badges = contact_problem_badges(viewer=self.person, organization=self.organization, user_ids=[person.id])
         return Response(
-            person_data(person, scheme=self.organization.phone_url_scheme, answer=answers.get(person.id), full=True)
+            person_data(
+                person,
+                scheme=self.organization.phone_url_scheme,
+                answer=answers.get(person.id),
+                full=True,
+                problems=badges.get(person.id) if badges is not None else None,
+            )
         )
 
     def patch(self, request: Request, slug: str, person_id: int) -> Response:

@@ -250,3 +250,26 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.id} ({self.status})"
+
+
+MAX_PRIVATE_CONTACTS = 3
+
+
+class PrivateContact(models.Model):
+    """A private e-mail address a person added for safety notifications. It is used only once confirmed through
+    the link mailed to it, and only ever shown to the person: no administrator page, API, export or log names it.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="private_contacts")
+    address = models.EmailField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    # When the confirmation link was last sent (a link older than PRIVATE_CONTACT_CONFIRM_SECONDS is refused).
+    confirmation_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["user", "address"], name="privatecontact_unique")]
+
+    def __str__(self) -> str:  # never the address: this may end up in a log
+        return f"private-contact:{self.id}"

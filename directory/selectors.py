@@ -164,6 +164,24 @@ def current_safety_answers(*, organization: Organization, user_ids: list[int]) -
     return safety_badges(organization_id=organization.id, user_ids=user_ids)
 
 
+def contact_problem_badges(
+    *, viewer: Any, organization: Organization, user_ids: list[int]
+) -> dict[int, list[str]] | None:
+    """Each listed person's contact problems (safety.checks.contact_problems codes; [] for none), for a viewer who
+    may see them: administrators and managers, a department manager for their subtree ([] outside it). None for
+    anyone else: the field must not appear at all for them."""
+    from safety.checks import can_view_checks, check_scope, contact_problems
+
+    if not can_view_checks(viewer):
+        return None
+    scope = check_scope(viewer)
+    ids = list(user_ids)
+    if scope is not None:
+        ids = list(User.objects.filter(id__in=ids, department_id__in=scope).values_list("id", flat=True))
+    found = contact_problems(organization=organization, person_ids=ids) if ids else {}
+    return {user_id: found.get(user_id, []) for user_id in user_ids}
+
+
 def access_person(user: Any, person_id: int, *, include_inactive: bool = False) -> User:
     """A person of the caller's organisation; Http404 for anyone else."""
     people = User.objects.filter(organization_id=user.organization_id, id=person_id).select_related("department")

@@ -2,6 +2,10 @@
 (/<slug>/answer/<token>/), and in the PWA their open requests (/<slug>/safety/) and the answer page
 (/<slug>/safety/<incident_id>/).
 
+Opening a page is a receipt: the link page marks the push delivery opened (?via=push) or the e-mail one (?via=mail,
+or no via), the in-app page the in-app one (`safety.services.delivery_report`, forward only). Both pages give
+`answer_api`, the person's signed answer API, for answers queued offline.
+
 Both answer pages show the incident's instructions (対策指示), newest first, rendered here so the link page shows
 them without JavaScript; answer.js keeps them current (the org stream's `safety.instruction` in the app, a poll
 of the link's GET on the link page).
@@ -10,7 +14,7 @@ Both answer pages render one template (frontend/safety/answer.html) from the RES
 frontend/static/frontend/answer.js sends the answer to the REST API (one tap on a safety button sends it). The
 page is also a real form that posts back here, so a phone without JavaScript can answer too: the view calls the
 same service and redirects back (post/redirect/get). Nothing here writes except through
-`safety.services.answer_submit`."""
+`safety.services` (`answer_submit`, `delivery_report`)."""
 
 from __future__ import annotations
 
@@ -40,8 +44,9 @@ from frontend.views import _page, org_page
 from safety import selectors, services
 from safety.api_safety import ANSWER_RATE_PER_MINUTE, link_recipient, request_data
 from safety.board import instruction_list
-from safety.models import AnswerSource, Recipient
+from safety.models import AnswerSource, Channel, DeliveryState, Recipient
 from safety.questions import SAFETY_KEY
+from safety.tokens import answer_token
 
 # Status is never colour alone: each safety answer has an icon and a word as well (STYLE.md, "Pages").
 ICONS = {"safe": "✓", "minor": "▲", "serious": "✚", "answered": "✓", "": "?"}
@@ -152,10 +157,14 @@ def _answer_page(
     endpoint: str,
     via: str,
     language: str,
+    answer_api: str,
     throttle_key: str = "",
 ) -> HttpResponseBase | dict[str, Any]:
     """The answer page of either kind, as a template context; on a POST (no JavaScript) record the answer and
-    redirect back to the page. A wrong answer is shown on the page, never a server error."""
+    redirect back to the page. A wrong answer is shown on the page, never a server error.
+
+    `answer_api`: the person's signed answer API (the link's), where an answer made offline is queued to: it
+    needs no session or CSRF token when the connection comes back."""
     data = request_data(recipient, language=language, with_instructions=True)
     context: dict[str, Any] = {}
     values: Mapping[str, Any] = data["answer"]["values"] if data["answer"] else {}
@@ -182,8 +191,10 @@ def _answer_page(
         "questions": others,
         "safety_current": data["answer"]["values"].get(SAFETY_KEY, "") if data["answer"] else "",
         "instructions": _instructions(data["instructions"]),
+        "answer_api": answer_api,
         "page_data": {
             "endpoint": endpoint,
+            "answer_api": answer_api,
             "via": via,
             "csrf": mode == "app",
             "request": data,
@@ -238,14 +249,24 @@ def link_answer_page(request: HttpRequest, slug: str, token: str) -> HttpRespons
         language = _link_language(request, recipient)
         other = "en" if language == "ja" else "ja"
         via = AnswerSource.PUSH if request.GET.get("via") == "push" else AnswerSource.LINK
+        if request.method == "GET":
+            # Opened from the notification (?via=push) or the e-mail (?via=mail, or no via: a link copied from it).
+            services.delivery_report(
+                incident_id=recipient.incident_id,
+                person_id=recipient.person_id,
+                channel=Channel.PUSH if via == AnswerSource.PUSH else Channel.EMAIL,
+                event=DeliveryState.OPENED,
+            )
+        api = f"/{slug}/api/safety/answer/{token}/"
         with translation.override(language):
             found = _answer_page(
                 request,
                 recipient,
                 mode="link",
-                endpoint=f"/{slug}/api/safety/answer/{token}/",
+                endpoint=api,
                 via=via,
                 language=language,
+                answer_api=api,
                 throttle_key=f"safety-link:{client_ip(request)}:{token[-16:]}",  # as the answer API counts
             )
             if isinstance(found, dict):
@@ -300,6 +321,11 @@ def answer_page(request: HttpRequest, organization: Organization, incident_id: i
     person = request_person(request)
     recipient = selectors.access_request(person, incident_id)
     recipient.person = person
+    if request.method == "GET":
+        services.delivery_report(
+            incident_id=recipient.incident_id, person_id=person.id, channel=Channel.INAPP, event=DeliveryState.OPENED
+        )
+    token = answer_token(organization_id=organization.id, incident_id=recipient.incident_id, person_id=person.id)
     found = _answer_page(
         request,
         recipient,
@@ -307,6 +333,7 @@ def answer_page(request: HttpRequest, organization: Organization, incident_id: i
         endpoint=f"/{organization.slug}/api/safety/mine/{incident_id}/",
         via=AnswerSource.APP,
         language=person.language,
+        answer_api=f"/{organization.slug}/api/safety/answer/{token}/",
     )
     if not isinstance(found, dict):
         return found

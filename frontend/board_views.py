@@ -146,6 +146,12 @@ def _texts() -> dict[str, str]:
         "remove": _("Remove"),
         "chosen_none": _("Nobody chosen yet: the room starts with you alone, and you can add people later."),
         "chosen_n": _("%(n)s chosen"),
+        "unreachable_more": _("Showing %(shown)s of %(total)s."),
+        "unreachable_escalated": _("Sent again %(time)s"),
+        "unreachable_no_phone": _("No phone number in the directory"),
+        "phone_phone": _("Phone"),
+        "phone_mobile": _("Mobile"),
+        "call": _("Call %(name)s: %(number)s"),
     }
 
 
@@ -231,6 +237,7 @@ def board_page(request: HttpRequest, organization: Organization, incident_id: in
             for a in board["attention"]
         ],
         milestones=[_milestone_row(m, frozen=board["frozen"]) for m in board["milestones"]],
+        unreachable=[_unreachable_row(u, labels["reason"]) for u in board["unreachable"]],
         instructions=[{**i, "time": _clock(i["created_at"])} for i in board["instructions"]],
         people_rows=[{**r, "time": _clock(r["answered_at"]), "comment": _comment(r)} for r in people_results],
         people_total=people_total,
@@ -264,6 +271,16 @@ def _people_department_options(departments: list[dict[str, Any]], department_id:
             top = row["depth"]
             options.append({"value": "", "label": row["name"]})
     return options
+
+
+def _unreachable_row(u: dict[str, Any], reasons: dict[str, str]) -> dict[str, Any]:
+    kinds = {"phone": _("Phone"), "mobile": _("Mobile")}
+    return {
+        **u,
+        "reason_labels": [reasons.get(r, r) for r in u["reasons"]],
+        "phone_rows": [{**p, "label": kinds.get(p["kind"], p["kind"])} for p in u["phones"]],
+        "time": _clock(u["escalated_at"]),
+    }
 
 
 def _department_row(d: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from directory.regions import PREFECTURES, prefecture_name
 from directory.selectors import (
     access_department,
     access_person,
+    contact_problem_badges,
     current_safety_answers,
     department_tree,
     person_search,
@@ -33,6 +34,7 @@ from directory.selectors import (
 from directory.services import phone_scheme_validate  # the one validator, with the settings service
 from directory.tsv import MAX_FILE_BYTES, Fault
 from frontend.views import _page, org_page
+from safety.checks import problem_labels
 
 PAGE_SIZE = 50  # rows per search page: the same as the REST endpoint's page
 QUERY_MAX = 100
@@ -147,9 +149,23 @@ def _require_system_admin(request: HttpRequest) -> User:
     return person
 
 
+def _with_badge(data: dict[str, Any]) -> dict[str, Any]:
+    """A person's row or card with the words of their contact problems, when the viewer may see them (the
+    `contact_problems` key is there only then): the small warning badge of the directory."""
+    if data.get("contact_problems"):
+        words = problem_labels()
+        data["contact_labels"] = [words[code] for code in data["contact_problems"]]
+    return data
+
+
 # Texts the page scripts show, translated on the server (the scripts carry no language of their own).
-def _texts() -> dict[str, Any]:
+def _texts(*, contact_badges: bool = False) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if contact_badges:  # only for administrators: nobody else learns the badge exists
+        extra["contact_problems"] = problem_labels()
+        extra["contact_title"] = _("Contact problems (only administrators see this)")
     return {
+        **extra,
         "found": _("%(n)s people found."),
         "found_one": _("1 person found."),
         "found_first": _("Showing the first %(n)s. Type more to narrow the search."),
@@ -298,21 +314,34 @@ def search(request: HttpRequest, organization: Organization) -> HttpResponse:
         include_inactive=inactive,
     )
     answers = current_safety_answers(organization=organization, user_ids=[p.id for p in found])
+    badges = contact_problem_badges(viewer=viewer, organization=organization, user_ids=[p.id for p in found])
     tree = _departments(organization, scheme)
+    people = [
+        _with_badge(
+            {
+                **person_data(
+                    p, scheme=scheme, answer=answers.get(p.id), problems=None if badges is None else badges[p.id]
+                ),
+                "is_active": p.is_active,
+            }
+        )
+        for p in found
+    ]
     return _page(
         request,
         "frontend/directory/search.html",
         organization,
         query=query,
         department=department,
-        people=[{**person_data(p, scheme=scheme, answer=answers.get(p.id)), "is_active": p.is_active} for p in found],
+        people=people,
+        contact_badges=badges is not None,
         inactive=inactive,
         offset=offset,
         next_offset=offset + PAGE_SIZE if len(found) == PAGE_SIZE else None,
         page_size=PAGE_SIZE,
         tree=tree,
         departments_flat=_flatten(tree),
-        texts=_texts(),
+        texts=_texts(contact_badges=badges is not None),
     )
 
 
@@ -327,7 +356,16 @@ def person_card(request: HttpRequest, organization: Organization, person_id: int
     person = access_person(viewer, person_id, include_inactive=admin)
     scheme = _scheme(organization)
     answers = current_safety_answers(organization=organization, user_ids=[person.id])
-    data = person_data(person, scheme=scheme, answer=answers.get(person.id), full=True)
+    badges = contact_problem_badges(viewer=viewer, organization=organization, user_ids=[person.id])
+    data = _with_badge(
+        person_data(
+            person,
+            scheme=scheme,
+            answer=answers.get(person.id),
+            full=True,
+            problems=None if badges is None else badges[person.id],
+        )
+    )
     tree = _departments(organization, scheme)
     by_id = {d.id: d for d in _flatten(tree)}
     context: dict[str, Any] = {
@@ -337,6 +375,7 @@ def person_card(request: HttpRequest, organization: Organization, person_id: int
         "region_name": prefecture_name(person.region_code, _language()),
         "emails": [e for e in (person.email, person.email2) if e],
         "saved": request.GET.get("saved") == "1",
+        "contact_badges": badges is not None,
         "texts": _texts(),
     }
     if admin:

@@ -2,13 +2,15 @@
 /<slug>/api/safety/). The person's own requests share the prefix (frontend.answer_urls); these all sit under
 incidents/ and templates/, and the automatic-dispatch pages (frontend.autodispatch_views) under auto/."""
 
-from django.urls import URLPattern, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from frontend import autodispatch_views as auto
 from frontend import board_views
 from frontend import safety_views as views
 
-urlpatterns: list[URLPattern] = [
+urlpatterns: list[URLPattern | URLResolver] = [
+    # Contact verification (連絡先の確認) for administrators (issue 9).
+    path("checks/", include("frontend.checks_urls")),
     path("incidents/", views.incidents_page, name="safety-incidents"),
     path("incidents/new/", views.incident_new_page, name="safety-incident-new"),
     path("incidents/<int:incident_id>/", views.incident_page, name="safety-incident"),

@@ -27,7 +27,8 @@ from directory.models import Organization, Role, User
 from directory.regions import PREFECTURES
 from directory.selectors import DepartmentNode, department_tree
 from frontend.views import _page, org_page
-from safety import selectors
+from safety import escalation, selectors
+from safety.api_deliveries import STATES, DeliveryFilter, delivery_status
 from safety.api_safety import (
     dispatch_data,
     incident_data,
@@ -42,6 +43,8 @@ from safety.selectors import ANSWER_FILTERS, ResultFilter, access_incident, resu
 
 # Rows of the result list per page (the REST API allows up to 500).
 RESULTS_PAGE = 50
+# People of the delivery status per page (the REST API allows up to 200).
+DELIVERIES_PAGE = 50
 
 
 def _viewer(request: HttpRequest) -> User:
@@ -66,10 +69,31 @@ def _labels() -> dict[str, dict[str, str]]:
         "incident": {value: str(text) for value, text in IncidentStatus.choices},
         "answer": {(value or "none"): str(text) for value, text in AnswerStatus.choices},
         "channel": {value: str(text) for value, text in Channel.choices},
-        "delivery": {value: str(text) for value, text in DeliveryState.choices},
+        "delivery": _delivery_state_labels(),
+        "reason": _reason_labels(),
         "source": {value: str(text) for value, text in AnswerSource.choices},
         "answer_filter": _answer_filter_labels(),
         "role": {value: str(text) for value, text in Role.choices},
+    }
+
+
+def _delivery_state_labels() -> dict[str, str]:
+    """The words of the delivery states. "Opened" has a context: alone it is an incident's 受付開始."""
+    words = {value: str(text) for value, text in DeliveryState.choices}
+    words[DeliveryState.OPENED] = pgettext("delivery state", "Opened")
+    return words
+
+
+def _reason_labels() -> dict[str, str]:
+    """Why a delivery failed or a person could not be reached (safety.escalation): never an address."""
+    return {
+        "no_contact": _("No push and no e-mail"),
+        "no_push": _("No push subscription"),
+        "push_gone": _("Push subscription expired"),
+        "push_failed": _("Push failed"),
+        "no_email": _("No e-mail address"),
+        "email_bounced": _("E-mail bounced"),
+        "email_failed": _("E-mail failed"),
     }
 
 
@@ -151,18 +175,27 @@ def incidents_page(request: HttpRequest, organization: Organization) -> HttpResp
         "created": _("Registered %(when)s"),
         "automatic": _("Automatic"),
         "automatic_title": _("Sent automatically from a JMA report"),
+        "escalation_saved_off": _("Saved: people who have not answered are not sent it again."),
+        "escalation_saved": _("Saved: people who have not answered are sent it again after %(n)s minutes."),
+        "escalation_bad": _("Enter a whole number of minutes from 0 (off) to %(max)s."),
+        "escalation_on": _("On: sent again after %(n)s minutes."),
+        "escalation_off": _("Off: nobody is sent it again automatically."),
     }
+    escalate = escalation.escalate_minutes_get(organization_id=organization.id) if can_manage else None
     return _page(
         request,
         "frontend/safety/incidents.html",
         organization,
         incidents=incidents,
         can_manage=can_manage,
+        escalate_minutes=escalate,
+        escalate_max=escalation.MAX_ESCALATE_MINUTES,
         page_data={
             "incidents": incidents,
             "labels": _labels(),
             "timezone": settings.TIME_ZONE,
             "can_manage": can_manage,
+            "escalation": {"minutes": escalate, "max": escalation.MAX_ESCALATE_MINUTES} if can_manage else None,
         },
         texts=texts,
     )
@@ -273,6 +306,13 @@ def incident_detail_data(person: User, incident: Incident, *, slug: str) -> dict
     data["tally"] = tally_data(selectors.tally_by_department(incident=incident, scope=scope))
     data["deliveries"] = selectors.delivery_counts(incident=incident, scope=scope)
     data["dispatches"] = [dispatch_data(d) for d in incident.dispatches.select_related("created_by")]
+    if scope is not None:  # a department manager: who else was chosen, and how many, is not theirs to see
+        for row in data["dispatches"]:
+            row["target"] = {
+                "mode": row["target"].get("mode", "everyone"),
+                "escalation": bool(row["target"].get("escalation")),
+            }
+            row["recipients"] = None
     data["can_manage"] = selectors.can_manage_incidents(person)
     return data
 
@@ -333,6 +373,13 @@ def _detail_texts() -> dict[str, str]:
         "choose_people": _("Choose at least one person."),
         "no_safety_id": _("no safety-confirmation ID"),
         "delivery_of": _("%(channel)s: %(state)s"),
+        "deliveries_none": _("Nobody matches."),
+        "deliveries_showing": _("%(from)s–%(to)s of %(total)s"),
+        "delivery_round": _("round %(n)s"),
+        "delivery_not_sent": _("not sent on this channel"),
+        "delivery_escalated": _("Sent again automatically %(when)s"),
+        "delivery_filter_cell": _("Show the people whose %(channel)s is “%(state)s”"),
+        "dispatch_escalation": _("Sent again automatically to people who had not answered"),
         "opened": _("Opened for answers."),
         "completed": _("The incident is completed."),
     }
@@ -349,12 +396,16 @@ def incident_page(request: HttpRequest, organization: Organization, incident_id:
     detail = incident_detail_data(person, incident, slug=organization.slug)
     rows, total = selectors.result_rows(incident=incident, scope=scope, filters=ResultFilter(), limit=RESULTS_PAGE)
     results = {"total": total, "results": [result_row_data(r) for r in rows], "tally": detail["tally"]}
+    deliveries = delivery_status(incident=incident, scope=scope, filters=DeliveryFilter(), limit=DELIVERIES_PAGE)
     language = person.language or settings.LANGUAGE_CODE
     can_manage = detail["can_manage"]
     page_data = {
         "incident": detail,
         "results": results,
         "page_size": RESULTS_PAGE,
+        "deliveries": deliveries,
+        "deliveries_page": DELIVERIES_PAGE,
+        "delivery_states": list(STATES),
         "departments": _departments(organization, scope),
         "send_departments": _departments(organization, None) if can_manage else [],
         "prefectures": [{"code": p.code, "name": p.en if language == "en" else p.ja} for p in PREFECTURES.values()],
@@ -365,7 +416,7 @@ def incident_page(request: HttpRequest, organization: Organization, incident_id:
         "timezone": settings.TIME_ZONE,
         "refresh_seconds": 10,
     }
-    channel_words, state_words = dict(Channel.choices), dict(DeliveryState.choices)
+    channel_words, state_words = dict(Channel.choices), _delivery_state_labels()
     # The first page as the script draws it, for a first paint (and a browser without scripts).
     table = [
         {
@@ -387,7 +438,42 @@ def incident_page(request: HttpRequest, organization: Organization, incident_id:
         page_data=page_data,
         answer_filters=_answer_filter_labels(),
         texts=_detail_texts(),
+        deliveries=deliveries,
+        delivery_table=_delivery_counts_table(deliveries["counts"]),
+        delivery_rows=_delivery_rows(deliveries["results"]),
+        delivery_states=_delivery_state_labels(),
+        channels={value: str(text) for value, text in Channel.choices},
     )
+
+
+def _delivery_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first page of the delivery status as the page first draws it: a cell per channel, in order."""
+    words, channels, reasons = _delivery_state_labels(), dict(Channel.choices), _reason_labels()
+
+    def cell(channel: str, row: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "channel": channel,
+            "channel_label": str(channels[channel]),
+            "state": row["state"] if row else "",
+            "word": words.get(row["state"], "") if row else "",
+            "reason": reasons.get(row["reason"] or "", "") if row else "",
+        }
+
+    return [{**r, "cells": [cell(c, r["channels"].get(c)) for c in Channel.values]} for r in rows]
+
+
+def _delivery_counts_table(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """The counts per channel and state as the page first draws them (safety_admin.js draws the same)."""
+    words, channels = _delivery_state_labels(), dict(Channel.choices)
+    return [
+        {
+            "channel": channel,
+            "label": str(channels[channel]),
+            "cells": [{"state": s, "label": words[s], "n": counts[channel].get(s, 0)} for s in STATES],
+        }
+        for channel in Channel.values
+        if channel in counts
+    ]
 
 
 # --- Templates (定型文) -------------------------------------------------------------------------------------

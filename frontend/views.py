@@ -17,15 +17,18 @@ from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from config.errors import ApplicationError
 from config.throttle import throttle_allow
+from consumers.push import device_list
 from consumers.streams import default_streams
 from consumers.vapid import vapid_keys
 from directory import services
 from directory.auth import client_ip, password_confirm, request_person
+from directory.contacts import MAX_PRIVATE_CONTACTS, private_contact_list
 from directory.models import Organization, Role
 from directory.permissions import sudo_mode_active, sudo_mode_start
 from directory.selectors import licence_usage, notice_list, organization_get, password_reset_user_exists
@@ -254,13 +257,35 @@ def profile(request: HttpRequest, organization: Organization) -> HttpResponse:
             messages.error(request, exc.message)
         else:
             return redirect("profile", slug=organization.slug)
+    return profile_page(request, organization)
+
+
+# What the private-contacts forms (frontend/contacts_views.py) say after they redirect back here.
+CONTACT_NOTICES = {
+    "added": gettext_lazy("Added. Open the link in the mail we sent to that address to confirm it."),
+    "resent": gettext_lazy("A new confirmation link has been sent."),
+    "removed": gettext_lazy("The address has been removed."),
+}
+
+
+def profile_page(request: HttpRequest, organization: Organization, **context: Any) -> HttpResponse:
+    """The profile page; `context` adds to it (the private-contacts form's error and typed address)."""
+    user = request_person(request)
+    contacts = private_contact_list(user=user)
+    notice = CONTACT_NOTICES.get(request.GET.get("contacts", ""))
+    context.setdefault("contacts_notice", notice if request.method == "GET" else None)
     return _page(
         request,
         "frontend/profile.html",
         organization,
         subscriptions=user.push_subscriptions.order_by("-created_at"),
+        devices=device_list(user=user),
+        private_contacts=contacts,
+        private_contacts_max=MAX_PRIVATE_CONTACTS,
+        private_contacts_full=len(contacts) >= MAX_PRIVATE_CONTACTS,
         vapid_public_key=vapid_keys().public,
         roles=sorted(Role(r).label for r in user.roles),
+        **context,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
 from django.http import QueryDict
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
@@ -25,7 +26,7 @@ from config.params import is_id
 from directory.api import OrgAPIView
 from directory.models import Organization
 from directory.permissions import PasswordChanged
-from safety import autodispatch, selectors_auto
+from safety import autodispatch, escalation, selectors_auto
 from safety.api_safety import ManagesIncidents
 from safety.jma.decide import HAZARDS, Outcome
 from safety.jma.parser import JmaParseError
@@ -175,18 +176,34 @@ class RuleApi(_AutoView):
 
 
 class SettingsApi(_AutoView):
-    """GET/PUT/PATCH {"drill_mode": bool}: while on, 訓練 messages dispatch as drill incidents."""
+    """GET/PUT/PATCH {"drill_mode": bool, "escalate_after_minutes": int}: while drill mode is on, 訓練 messages
+    dispatch as drill incidents; a person still unanswered this many minutes after a send is sent it again on
+    every channel (0: never; safety.escalation). A write changes the keys it gives, and needs at least one."""
+
+    def _data(self) -> dict[str, Any]:
+        return {
+            "drill_mode": selectors_auto.drill_mode_get(organization=self.organization),
+            "escalate_after_minutes": escalation.escalate_minutes_get(organization_id=self.organization.id),
+        }
 
     def get(self, request: Request, slug: str) -> Response:
-        return Response({"drill_mode": selectors_auto.drill_mode_get(organization=self.organization)})
+        return Response(self._data())
 
     def put(self, request: Request, slug: str) -> Response:
         data = _json_object(request)
         value = data.get("drill_mode")
-        if not isinstance(value, bool):
+        # Either key may come alone; with neither (or a bad drill_mode) the answer names drill_mode, as it did
+        # before there was a second key. Both are checked before anything is written.
+        if ("escalate_after_minutes" not in data or "drill_mode" in data) and not isinstance(value, bool):
             raise ApplicationError(_("drill_mode must be true or false."), code="bad_request")
-        row = autodispatch.drill_mode_set(organization=self.organization, actor=self.person, drill_mode=value)
-        return Response({"drill_mode": row.drill_mode})
+        if "escalate_after_minutes" in data:
+            minutes = escalation.escalate_minutes_clean(data["escalate_after_minutes"])
+        with transaction.atomic():
+            if isinstance(value, bool):
+                autodispatch.drill_mode_set(organization=self.organization, actor=self.person, drill_mode=value)
+            if "escalate_after_minutes" in data:
+                escalation.escalate_minutes_set(organization=self.organization, actor=self.person, minutes=minutes)
+        return Response(self._data())
 
     patch = put
 

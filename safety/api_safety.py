@@ -32,12 +32,13 @@ from directory.selectors import access_person
 from directory.tsv import excel_safe
 from safety import selectors, services
 from safety.board import instruction_list
-from safety.models import Answer, AnswerSource, AnswerStatus, Dispatch, Incident, MessageTemplate, Recipient
+from safety.models import Answer, AnswerSource, AnswerStatus, Channel, Dispatch, Incident, MessageTemplate, Recipient
 from safety.questions import label
 from safety.selectors import ResultFilter, ResultRow, access_incident, access_request, result_scope
 from safety.tokens import answer_token_read
 
 ANSWER_RATE_PER_MINUTE = 30
+CLIENT_KEY_RE = r"^[A-Za-z0-9-]{1,40}$"
 _NUMBER_RE = re.compile(r"^-?\d+(\.\d+)?$")
 
 
@@ -216,10 +217,28 @@ class IncidentIn(serializers.Serializer[Any]):
     )
 
 
+class ClientKeyField(serializers.RegexField):
+    """A browser's answer id: a string (DRF's CharField would take the number 12345 as "12345")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class AnswerIn(serializers.Serializer[Any]):
     values = serializers.JSONField()
     location = serializers.JSONField(required=False, default=None)
     via = serializers.ChoiceField(choices=["app", "link", "push"], required=False, default="app")
+    # The browser's id for this answer (a UUID): posted again, it is kept once (services.answer_submit).
+    client_key = ClientKeyField(CLIENT_KEY_RE, max_length=40, required=False, default="", allow_blank=True)
+    # A notification button: only the questions given are checked and changed.
+    quick = serializers.BooleanField(required=False, default=False)
+
+
+class ReceiptIn(serializers.Serializer[Any]):
+    event = serializers.ChoiceField(choices=[str(e) for e in services.RECEIPT_EVENTS])
+    channel = serializers.ChoiceField(choices=Channel.values, required=False, default=Channel.PUSH)
 
 
 def _filters(request: Request) -> ResultFilter:
@@ -317,7 +336,10 @@ class IncidentApi(OrgAPIView):
         data["dispatches"] = [dispatch_data(d) for d in incident.dispatches.select_related("created_by")]
         if scope is not None:  # a department manager: who else was chosen, and how many, is not theirs to see
             for row in data["dispatches"]:
-                row["target"] = {"mode": row["target"].get("mode", "everyone")}
+                row["target"] = {
+                    "mode": row["target"].get("mode", "everyone"),
+                    "escalation": bool(row["target"].get("escalation")),
+                }
                 row["recipients"] = None
         data["can_manage"] = selectors.can_manage_incidents(self.person)
         return Response(data)
@@ -549,6 +571,8 @@ class MyAnswerApi(OrgAPIView):
             source=data.validated_data["via"],
             location=data.validated_data["location"],
             recipient=recipient,
+            client_key=data.validated_data["client_key"],
+            quick=data.validated_data["quick"],
         )
         # The recipient now carries the new answer: the response needs no second read.
         return Response(request_data(recipient, language=self.person.language))
@@ -616,9 +640,36 @@ class LinkAnswerApi(APIView):
             source=AnswerSource.PUSH if via == "push" else AnswerSource.LINK,
             location=data.validated_data["location"],
             recipient=recipient,
+            client_key=data.validated_data["client_key"],
+            quick=data.validated_data["quick"],
         )
         # The recipient now carries the new answer: the response needs no second read (P5, bench.answers).
         return Response(request_data(recipient, language=recipient.person.language))
+
+
+class LinkReceiptApi(APIView):
+    """POST /<slug>/api/safety/answer/<token>/receipt/ {"event": "delivered" | "opened", "channel": "push" |
+    "email" | "inapp"}: the service worker says a push arrived or was tapped. The token is the credential, as for
+    answering; the delivery only moves forward. 200 {"state": the delivery's state after, or null without one}."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request, slug: str, token: str) -> Response:
+        if not throttle_allow(
+            f"safety-receipt:{client_ip(request)}:{token[-16:]}", limit=ANSWER_RATE_PER_MINUTE, window_seconds=60
+        ):
+            raise ApplicationError(_("Too many requests; wait a moment."), code="too_many_receipts", status=429)
+        recipient = link_recipient(slug, token, with_answer=False)
+        data = ReceiptIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        state = services.delivery_report(
+            incident_id=recipient.incident_id,
+            person_id=recipient.person_id,
+            channel=data.validated_data["channel"],
+            event=data.validated_data["event"],
+        )
+        return Response({"state": state or None})
 
 
 class PeopleChoiceApi(OrgAPIView):

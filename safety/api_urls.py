@@ -1,12 +1,15 @@
 """Safety-confirmation REST endpoints under /<slug>/api/safety/."""
 
-from django.urls import URLPattern, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from safety import api_autodispatch as auto
 from safety import api_board
 from safety import api_safety as api
 
-urlpatterns: list[URLPattern] = [
+urlpatterns: list[URLPattern | URLResolver] = [
+    # Contact verification (連絡先の確認) and the delivery status of an incident (issue 9).
+    path("checks/", include("safety.checks_api_urls")),
+    path("incidents/<int:incident_id>/deliveries/", include("safety.deliveries_api_urls")),
     path("templates/", api.TemplatesApi.as_view(), name="api-safety-templates"),
     path("templates/<int:template_id>/", api.TemplateApi.as_view(), name="api-safety-template"),
     path("people/", api.PeopleChoiceApi.as_view(), name="api-safety-people"),
@@ -30,6 +33,7 @@ urlpatterns: list[URLPattern] = [
     path("mine/", api.MyRequestsApi.as_view(), name="api-safety-mine"),
     path("mine/<int:incident_id>/", api.MyAnswerApi.as_view(), name="api-safety-my-answer"),
     path("answer/<str:token>/", api.LinkAnswerApi.as_view(), name="api-safety-link-answer"),
+    path("answer/<str:token>/receipt/", api.LinkReceiptApi.as_view(), name="api-safety-link-receipt"),
     # Automatic dispatch from JMA reports (自動一斉送信): rules, drill mode, verify, replay, the audit log.
     path("auto/rules/", auto.RulesApi.as_view(), name="api-safety-auto-rules"),
     path("auto/rules/<int:rule_id>/", auto.RuleApi.as_view(), name="api-safety-auto-rule"),

@@ -562,12 +562,14 @@ def withdrawal_text(incident: Incident, language: str) -> tuple[str, str]:
 
 def _withdrawal_notice(incident: Incident, person_ids: Iterable[int]) -> None:
     """Tell the people taken back, by web push and e-mail, each in their own language."""
-    from consumers.mail import MailDict
+    from consumers.mail import MailDict, MailMessage
     from consumers.tasks import mail_send
+    from directory.contacts import confirmed_private_addresses
 
     people = list(
         User.objects.filter(id__in=set(person_ids)).order_by("id").values_list("id", "email", "email2", "language")
     )
+    private_addresses = confirmed_private_addresses([p[0] for p in people])
     messages: list[MailDict] = []
     for person_id, email, email2, language in people:
         title, body = withdrawal_text(incident, language)
@@ -584,9 +586,12 @@ def _withdrawal_notice(incident: Incident, person_ids: Iterable[int]) -> None:
                 urgency="high",
             ),
         )
-        to = [a for a in (email, email2) if a]
+        private = private_addresses.get(person_id, [])
+        to = [a for a in (email, email2) if a] + private
         if to:
-            messages.append({"to": to, "subject": title, "body": body, "html": None, "language": language})
+            messages.append(
+                MailMessage(to=to, subject=title, body=body, language=language, private=tuple(private)).as_dict()
+            )
     if messages:
         transaction.on_commit(lambda: mail_send.delay(messages), robust=True)
 

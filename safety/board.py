@@ -12,6 +12,10 @@ numbers, so a snapshot taken under the same row lock is never older than a frame
 
 One ticker per incident (consumers/ticker.py) calls `board_tick`; answers only mark the incident dirty
 (`board_touch`), so a burst of a thousand answers costs a few reads of the tally, not a thousand frames.
+
+While the incident is open the board also lists the people nobody could reach (連絡がつかない人: unanswered,
+and every push and e-mail delivery failed, or neither channel at all; safety.escalation), with their phone
+numbers, for the managers of their department's subtree to call. One more query per tick, capped per department.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import json
 import math
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.cache import cache
@@ -36,12 +40,15 @@ from django.utils import timezone
 
 from consumers.models import Stream
 from consumers.publisher import wire_frame
-from directory.models import Department, User
+from directory.groups import phone_href
+from directory.models import Department, Organization, User
+from safety.escalation import unreachable_reasons
 from safety.events import BOARD_TALLY, InstructionData, board_group
-from safety.models import Incident, Instruction, Recipient
+from safety.models import Delivery, Incident, Instruction, Recipient
 from safety.selectors import access_incident, result_scope
 
 ATTENTION_LIMIT = 50  # people shown at the top of one board
+UNREACHABLE_LIMIT = 50  # people nobody could reach, shown on one board
 SERIES_POINTS = 120
 SERIES_MIN_WIDTH = 10  # seconds
 MILESTONES = (25, 50, 75)
@@ -176,6 +183,17 @@ class AttentionRow:
     comment: str
 
 
+@dataclass(frozen=True)
+class UnreachableRow:
+    person_id: int
+    department_id: int | None
+    name: str
+    department: str
+    phones: tuple[tuple[str, str, str], ...]  # (kind, number, href)
+    reasons: tuple[str, ...]
+    escalated_at: datetime | None
+
+
 @dataclass
 class BoardSource:
     """Everything the boards of one incident show, read in a few queries; each board is cut from it."""
@@ -188,6 +206,10 @@ class BoardSource:
     attention: list[AttentionRow]
     start: float  # epoch seconds: when the incident opened
     end: float  # now, or when it was completed
+    # People nobody could reach: the first UNREACHABLE_LIMIT of each department, in name order, and how many
+    # there are per department.
+    unreachable: list[UnreachableRow] = field(default_factory=list)
+    unreachable_counts: dict[int | None, int] = field(default_factory=dict)
 
     def subtree(self, department_id: int) -> set[int]:
         children: dict[int, list[int]] = {}
@@ -221,6 +243,91 @@ def _answered_times(incident: Incident) -> list[tuple[int | None, float]]:
         .values_list("person__department_id", "first_answered_at")
     )
     return [(d, t.timestamp()) for d, t in rows if t is not None]
+
+
+# Unanswered people whose push and e-mail rows are all failed or absent (LEFT JOIN: at most one row per channel,
+# unique per incident, person and channel), the first %(limit)s per department in name order, with how many per
+# department. The partial window keeps the cost to the unanswered people, read through recipient_incident_status.
+_UNREACHABLE_SQL = (
+    "SELECT * FROM ("
+    " SELECT r.person_id, u.department_id, u.last_name, u.first_name, u.login_id, u.phone_number,"
+    " u.mobile_phone_number, p.state, p.error, e.state, e.error, r.escalated_at, o.phone_url_scheme,"
+    " ROW_NUMBER() OVER (PARTITION BY u.department_id"
+    "  ORDER BY u.last_name_kana, u.first_name_kana, u.login_id, r.person_id) AS n,"
+    " COUNT(*) OVER (PARTITION BY u.department_id) AS department_total"
+    " FROM {recipient} r JOIN {user} u ON u.id = r.person_id JOIN {organization} o ON o.id = u.organization_id"
+    " LEFT JOIN {delivery} p ON p.incident_id = r.incident_id AND p.person_id = r.person_id AND p.channel = 'push'"
+    " LEFT JOIN {delivery} e ON e.incident_id = r.incident_id AND e.person_id = r.person_id AND e.channel = 'email'"
+    " WHERE r.incident_id = %s AND r.status = '' AND r.answer_count = 0"
+    " AND (p.id IS NULL OR p.state = 'failed') AND (e.id IS NULL OR e.state = 'failed')"
+    ") x WHERE x.n <= %s ORDER BY x.department_id, x.n"
+)
+
+
+def _unreachable(
+    incident: Incident, departments: Mapping[int, tuple[str, int | None, tuple[int, str]]]
+) -> tuple[list[UnreachableRow], dict[int | None, int]]:
+    """The people nobody could reach (one query); nobody once the incident is closed (answers are over)."""
+    if not incident.is_open:
+        return [], {}
+    sql = _UNREACHABLE_SQL.format(
+        recipient=Recipient._meta.db_table,
+        user=User._meta.db_table,
+        organization=Organization._meta.db_table,
+        delivery=Delivery._meta.db_table,
+    )
+    rows: list[UnreachableRow] = []
+    counts: dict[int | None, int] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [incident.id, UNREACHABLE_LIMIT])
+        for (
+            person_id,
+            dept_id,
+            last_name,
+            first_name,
+            login_id,
+            phone,
+            mobile,
+            push_state,
+            push_error,
+            email_state,
+            email_error,
+            escalated_at,
+            scheme,
+            _n,
+            department_total,
+        ) in cursor.fetchall():
+            channels: dict[str, tuple[str, str]] = {}
+            if push_state is not None:
+                channels["push"] = (push_state, push_error or "")
+            if email_state is not None:
+                channels["email"] = (email_state, email_error or "")
+            reasons = unreachable_reasons(channels) or []
+            numbers = (("phone", phone or ""), ("mobile", mobile or ""))
+            rows.append(
+                UnreachableRow(
+                    person_id=person_id,
+                    department_id=dept_id,
+                    name=f"{last_name} {first_name}".strip() or login_id,  # as User.display_name
+                    department=departments[dept_id][0] if dept_id in departments else "",
+                    phones=tuple(
+                        (kind, number, phone_href(scheme=scheme, number=number))
+                        for kind, number in numbers
+                        if any(ch.isdigit() for ch in number)
+                    ),
+                    reasons=tuple(reasons),
+                    escalated_at=_aware(escalated_at),
+                )
+            )
+            counts[dept_id] = int(department_total)
+    return rows, counts
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A timestamp from a raw query: aware on PostgreSQL, naive UTC on SQLite."""
+    if moment is None or timezone.is_aware(moment):
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def board_source(incident: Incident, *, now: datetime | None = None) -> BoardSource:
@@ -294,6 +401,7 @@ def board_source(incident: Incident, *, now: datetime | None = None) -> BoardSou
     by_department: dict[int | None, list[float]] = {}
     for department_id, t in answered:
         by_department.setdefault(department_id, []).append(t)
+    unreachable, unreachable_counts = _unreachable(incident, departments)
     start = incident.opened_at or incident.created_at
     end = incident.completed_at or now or timezone.now()
     return BoardSource(
@@ -305,6 +413,8 @@ def board_source(incident: Incident, *, now: datetime | None = None) -> BoardSou
         attention=attention,
         start=start.timestamp(),
         end=max(end.timestamp(), start.timestamp()),
+        unreachable=unreachable,
+        unreachable_counts=unreachable_counts,
     )
 
 
@@ -412,6 +522,7 @@ def board_view(source: BoardSource, department_id: int | None) -> dict[str, Any]
         if scope is None or a.department_id in scope
     ]
     # The rows come serious injuries first, then requests for help, newest first within each.
+    unreachable = _unreachable_view(source, scope)
     start = datetime.fromtimestamp(source.start, tz=timezone.get_current_timezone())
     return {
         "incident": {
@@ -439,10 +550,35 @@ def board_view(source: BoardSource, department_id: int | None) -> dict[str, Any]
         },
         "departments": departments,
         "attention": attention[:ATTENTION_LIMIT],
+        "unreachable": unreachable,
+        "unreachable_total": sum(n for d, n in source.unreachable_counts.items() if scope is None or d in scope),
         "series": {"start": start.isoformat(), **_series(times, source.start, source.end)},
         "milestones": _milestones(times, people, source.start),
         "frozen": incident.status == "completed",
     }
+
+
+def _unreachable_view(source: BoardSource, scope: set[int] | None) -> list[dict[str, Any]]:
+    """The people nobody could reach within the board's scope, in the directory's department order, then by name
+    (the first UNREACHABLE_LIMIT)."""
+
+    def order(row: UnreachableRow) -> tuple[int, int, str]:
+        info = source.departments.get(row.department_id) if row.department_id is not None else None
+        return (1, 0, "") if info is None else (0, *info[2])
+
+    rows = [u for u in source.unreachable if scope is None or u.department_id in scope]
+    rows.sort(key=order)  # stable: the query's name order stays within a department
+    return [
+        {
+            "id": u.person_id,
+            "name": u.name,
+            "department": u.department,
+            "phones": [{"kind": kind, "number": number, "href": href} for kind, number, href in u.phones],
+            "reasons": list(u.reasons),
+            "escalated_at": u.escalated_at.isoformat() if u.escalated_at else None,
+        }
+        for u in rows[:UNREACHABLE_LIMIT]
+    ]
 
 
 def _digest(data: Mapping[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class JmaFeed(models.Model):
@@ -192,6 +193,8 @@ class Recipient(models.Model):
     first_answered_at = models.DateTimeField(null=True, blank=True)
     answered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Escalation: when the person, still unanswered, was sent again on every channel (once per incident).
+    escalated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["incident", "person"], name="recipient_unique")]
@@ -224,11 +227,20 @@ class Answer(models.Model):
     # Who entered a proxy answer, and how they reached the person.
     entered_by = models.ForeignKey("directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     proxy_note = models.CharField(max_length=200, blank=True)
+    # The browser's own id for this answer (a UUID): an answer queued offline and sent twice is kept once.
+    client_key = models.CharField(max_length=40, blank=True, default="", db_default="")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["incident", "person", "created_at"], name="answer_history")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["incident", "person", "client_key"],
+                condition=~models.Q(client_key=""),
+                name="answer_client_key_unique",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.incident_id}:{self.person_id}@{self.created_at:%H:%M:%S}"
@@ -241,10 +253,20 @@ class Channel(models.TextChoices):
 
 
 class DeliveryState(models.TextChoices):
+    """queued → sent (the push service or SMTP server accepted it) → delivered (the service worker received the
+    push and said so) → opened (the notification was tapped, or the link opened) → answered; or failed. A state
+    only moves forward (see DELIVERY_RANK): a late report never takes an answered row back."""
+
     QUEUED = "queued", _("Queued")
     SENT = "sent", _("Sent")
-    FAILED = "failed", _("Failed")
+    DELIVERED = "delivered", _("Delivered")
+    OPENED = "opened", pgettext_lazy("delivery state", "Opened")
     ANSWERED = "answered", _("Answered")
+    FAILED = "failed", _("Failed")
+
+
+# How far a delivery got. A failed row that is then reported delivered or opened evidently arrived.
+DELIVERY_RANK = {"queued": 0, "failed": 0, "sent": 1, "delivered": 2, "opened": 3, "answered": 4}
 
 
 class Delivery(models.Model):
@@ -259,9 +281,11 @@ class Delivery(models.Model):
     channel = models.CharField(max_length=5, choices=Channel.choices)
     dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="deliveries")
     round = models.PositiveIntegerField(default=1)
-    state = models.CharField(max_length=8, choices=DeliveryState.choices, default=DeliveryState.QUEUED)
+    state = models.CharField(max_length=10, choices=DeliveryState.choices, default=DeliveryState.QUEUED)
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=200, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -330,6 +354,13 @@ class SafetySettings(models.Model):
     drill_mode = models.BooleanField(default=False)
     # safety.jma.decide state: the events seen, who each report reached, recent dispatches for suppression.
     jma_state = models.JSONField(default=dict, blank=True)
+    # Escalation: a person still unanswered this many minutes after they were sent to is sent again on every
+    # channel they have (0: never).
+    escalate_after_minutes = models.PositiveIntegerField(default=30)
+    # Contact verification (連絡先の確認) every this many days (0: only when an administrator starts one), and
+    # when the next scheduled one is due.
+    check_every_days = models.PositiveIntegerField(default=0)
+    check_next_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -404,3 +435,66 @@ class JmaDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id}:{self.document_id}={self.decision}"
+
+
+class ContactCheck(models.Model):
+    """A contact verification run (連絡先の確認): everyone gets a test notification on every channel they have and
+    confirms it with one tap. The problems it finds are shown to administrators, who can send again to just
+    those people (the next `round`)."""
+
+    organization = models.ForeignKey("directory.Organization", on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey("directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    scheduled = models.BooleanField(default=False)
+    people = models.PositiveIntegerField(default=0)
+    round = models.PositiveIntegerField(default=1)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["organization", "-created_at"], name="contactcheck_latest")]
+
+    def __str__(self) -> str:
+        return f"check:{self.organization_id}:{self.id}"
+
+
+class ContactCheckPerson(models.Model):
+    """One person of a check: whether (and how) they confirmed."""
+
+    check_run = models.ForeignKey(ContactCheck, on_delete=models.CASCADE, related_name="persons")
+    person = models.ForeignKey("directory.User", on_delete=models.CASCADE, related_name="+")
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    confirmed_via = models.CharField(max_length=5, blank=True)  # push / email / inapp
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["check_run", "person"], name="contactcheckperson_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.check_run_id}:{self.person_id}"
+
+
+class ContactCheckDelivery(models.Model):
+    """One channel of one person in a check (push or e-mail), with the same states as an incident's delivery."""
+
+    check_run = models.ForeignKey(ContactCheck, on_delete=models.CASCADE, related_name="deliveries")
+    person = models.ForeignKey("directory.User", on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=5, choices=Channel.choices)
+    round = models.PositiveIntegerField(default=1)
+    state = models.CharField(max_length=10, choices=DeliveryState.choices, default=DeliveryState.QUEUED)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["check_run", "person", "channel"], name="contactcheckdelivery_unique")
+        ]
+        indexes = [models.Index(fields=["check_run", "state"], name="contactcheckdelivery_state")]
+
+    def __str__(self) -> str:
+        return f"{self.check_run_id}:{self.person_id}:{self.channel}={self.state}"

@@ -109,8 +109,12 @@ def label(item: Mapping[str, Any], language: str) -> str:
     return str(item.get("label") or item.get("key", ""))
 
 
+# NUL and lone surrogates cannot be stored in PostgreSQL text or jsonb: dropped, not a server error.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
 def _text(value: Any, limit: int) -> str:
-    return value.strip()[:limit] if isinstance(value, str) else ""
+    return _UNSTORABLE.sub("", value).strip()[:limit] if isinstance(value, str) else ""
 
 
 def questions_clean(raw: Any) -> list[Question]:
@@ -193,14 +197,19 @@ class CleanAnswer:
     needs_help: bool
 
 
-def answer_clean(questions: Sequence[Mapping[str, Any]], raw: Any) -> CleanAnswer:
+def answer_clean(questions: Sequence[Mapping[str, Any]], raw: Any, *, partial: bool = False) -> CleanAnswer:
     """Check one person's answers against the form. Unknown keys are dropped; a missing required answer, or a
-    choice the question does not have, is an ApplicationError (code `bad_answer`) and nothing is saved."""
+    choice the question does not have, is an ApplicationError (code `bad_answer`) and nothing is saved.
+
+    `partial` (a quick answer from a notification button): only the questions `raw` names are checked, so a form
+    with other required questions can still be answered with one tap; a choice it does not have is still refused."""
     if not isinstance(raw, dict):
         raise ApplicationError(_("The answers must be an object."), code="bad_answer")
     values: dict[str, Any] = {}
     for question in questions:
         key = question["key"]
+        if partial and key not in raw:
+            continue
         value = raw.get(key)
         keys = {c["key"] for c in question.get("choices", [])}
         name = label(question, get_language() or "ja")
@@ -229,3 +238,19 @@ def answer_clean(questions: Sequence[Mapping[str, Any]], raw: Any) -> CleanAnswe
     safety = values.get(SAFETY_KEY)
     status = safety if safety in SAFETY_CHOICES else "answered"
     return CleanAnswer(values=values, status=status, needs_help=values.get(HELP_KEY) == "yes")
+
+
+def quick_answers(questions: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """The one-tap answers a notification offers for this form, by action: "safe" (無事) and "help" (要支援), each
+    with the values it posts. An action the form cannot take is left out: 無事 needs the safety question with its
+    "safe" choice (and says "no help needed" where the help question exists); 要支援 says "yes" to the help
+    question, or, without one, answers the safety question "serious"."""
+    choices = {q["key"]: {c["key"] for c in q.get("choices", [])} for q in questions if q.get("kind") == "single"}
+    actions: dict[str, dict[str, str]] = {}
+    if "safe" in choices.get(SAFETY_KEY, set()):
+        actions["safe"] = {SAFETY_KEY: "safe", **({HELP_KEY: "no"} if "no" in choices.get(HELP_KEY, set()) else {})}
+    if "yes" in choices.get(HELP_KEY, set()):
+        actions["help"] = {HELP_KEY: "yes"}
+    elif "serious" in choices.get(SAFETY_KEY, set()):
+        actions["help"] = {SAFETY_KEY: "serious"}
+    return actions

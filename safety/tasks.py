@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from safety import autodispatch, services
+from safety import autodispatch, escalation, services
+from safety.check_tasks import *  # noqa: F403  (contact verification tasks, registered with the worker)
 from safety.jma.poller import poll_all
 
 
@@ -45,7 +46,8 @@ def jma_decision_execute(decision_id: int) -> list[int]:
 @shared_task
 def safety_scan() -> dict[str, int]:
     """Beat, every SAFETY_SCAN_SECONDS: restart sends whose worker stopped, send due end notices and any
-    administrators' link a crash left unsent. The database is the schedule; nothing waits in the broker."""
+    administrators' link a crash left unsent, and send again to people who have not answered in time
+    (escalation). The database is the schedule; nothing waits in the broker."""
     stalled = services.stalled_dispatch_ids()
     for dispatch_id in stalled:
         dispatch_run.delay(dispatch_id)
@@ -60,10 +62,14 @@ def safety_scan() -> dict[str, int]:
     due = autodispatch.decisions_due()
     for decision_id in due:
         jma_decision_execute.delay(decision_id)
+    # Escalation: one send per incident to its people still unanswered after the organisation's delay (the send
+    # itself runs in dispatch_run, queued on commit).
+    escalated = sum(escalation.escalate(incident_id=i) for i in escalation.escalations_due())
     return {
         "resumed": len(stalled),
         "end_notices": len(ended),
         "notified": len(unnotified),
         "jma_decided": len(undecided),
         "jma_executed": len(due),
+        "escalated": escalated,
     }

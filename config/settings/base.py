@@ -278,11 +278,19 @@ for _key, _value in email_settings("EMAIL_URL", "console://").items():
     globals()[_key] = _value
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Tsunagu <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Bearer token of POST /api/mail/bounces/ (the mail server or a provider reports bounces); empty turns it off.
+MAIL_BOUNCE_TOKEN = env_str("MAIL_BOUNCE_TOKEN")
 
 # --- Web push -------------------------------------------------------------------------------------------
 VAPID_SUBJECT = env_url("VAPID_SUBJECT", "mailto:admin@localhost", ("mailto", "https"))
 VAPID_PRIVATE_KEY = env_str("VAPID_PRIVATE_KEY")
 VAPID_PUBLIC_KEY = env_str("VAPID_PUBLIC_KEY")
+# Key rotation: earlier VAPID private keys (comma-separated) still used for the subscriptions made with them,
+# until those are gone (`manage.py vapid_status` shows how many remain).
+VAPID_PREVIOUS_PRIVATE_KEYS = env_str("VAPID_PREVIOUS_PRIVATE_KEYS")
+# How long the confirmation link of a private contact address, and a contact check's link, stay valid.
+PRIVATE_CONTACT_CONFIRM_SECONDS = env_int("PRIVATE_CONTACT_CONFIRM_SECONDS", 7 * 24 * 3600, minimum=600)
+CONTACT_CHECK_LINK_SECONDS = env_int("CONTACT_CHECK_LINK_SECONDS", 14 * 24 * 3600, minimum=600)
 PUSH_DEFAULT_TTL = env_int("PUSH_DEFAULT_TTL", 24 * 3600, minimum=0, maximum=28 * 24 * 3600)
 PUSH_ALLOW_LOOPBACK_HTTP = env_bool("PUSH_ALLOW_LOOPBACK_HTTP", False)
 PUSH_CONCURRENCY = env_int("PUSH_CONCURRENCY", 50, minimum=1, maximum=1000)
@@ -329,6 +337,11 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -389,4 +402,12 @@ CELERY_BEAT_SCHEDULE["safety-scan"] = {
     "task": "safety.tasks.safety_scan",
     "schedule": float(SAFETY_SCAN_SECONDS),
     "options": {"expires": float(SAFETY_SCAN_SECONDS)},
+}
+# VAPID key rotation: drops earlier keys no subscription uses any more.
+CELERY_BEAT_SCHEDULE["vapid-prune"] = {"task": "consumers.tasks.vapid_prune", "schedule": 3600.0}
+# Contact verification (連絡先の確認): starts scheduled checks that are due, and resumes checks a dead worker left.
+CELERY_BEAT_SCHEDULE["contact-check-scan"] = {
+    "task": "safety.check_tasks.contact_check_scan",
+    "schedule": 60.0,
+    "options": {"expires": 60.0},
 }

@@ -327,19 +327,19 @@ def test_a_new_organisation_starts_with_the_preset_rule(db):
 
 
 def test_drill_mode_is_switched_on_and_off(org, crisis_client):
-    assert crisis_client.get(BASE + "settings/").json() == {"drill_mode": False}
+    assert crisis_client.get(BASE + "settings/").json() == {"drill_mode": False, "escalate_after_minutes": 30}
     assert not SafetySettings.objects.exists()  # reading never creates the settings row
     on = crisis_client.put(BASE + "settings/", {"drill_mode": True}, content_type="application/json")
-    assert on.status_code == 200 and on.json() == {"drill_mode": True}
+    assert on.status_code == 200 and on.json() == {"drill_mode": True, "escalate_after_minutes": 30}
     assert SafetySettings.objects.get(organization=org).drill_mode is True
-    assert crisis_client.get(BASE + "settings/").json() == {"drill_mode": True}
+    assert crisis_client.get(BASE + "settings/").json()["drill_mode"] is True
     assert crisis_client.get(BASE + "rules/").json()["drill_mode"] is True
     for bad in ({"drill_mode": "yes"}, {"drill_mode": 1}, {}, {"drill_mode": None}):
         response = crisis_client.patch(BASE + "settings/", bad, content_type="application/json")
         assert response.status_code == 400 and response.json()["message"] == "drill_mode must be true or false."
     assert SafetySettings.objects.get(organization=org).drill_mode is True
     off = crisis_client.patch(BASE + "settings/", {"drill_mode": False}, content_type="application/json")
-    assert off.json() == {"drill_mode": False} and SafetySettings.objects.get(organization=org).drill_mode is False
+    assert off.json()["drill_mode"] is False and SafetySettings.objects.get(organization=org).drill_mode is False
 
 
 # --- verify -----------------------------------------------------------------------------------------------------

@@ -8,6 +8,13 @@
 // organisation stream: on `safety.instruction` for this incident the page fetches the request again (after a
 // random 0–2 s, so every phone of the company does not ask in the same instant) and adds the new ones on top,
 // marked "new". The link page has no socket: it asks the link's GET every 60 s while it is visible.
+//
+// Offline: every answer carries a client_key made for it, so the server stores it once however often it is
+// sent. When the post cannot reach the server (no connection, 5xx, 408, 429) the answer goes into the outbox
+// (outbox.js, loaded by the base template) with the signed link API (#answer[data-outbox]: the page's own
+// API on the link page, the person's link API in the app), and the page says "will be sent when you are back
+// online"; when a flush sends it (this page's, another page's or the service worker's) the page says "sent"
+// and shows the answer as the server has it. An answer made while an earlier one waits goes behind it.
 import { onEvent } from "./app.js";
 
 const root = document.getElementById("answer");
@@ -18,6 +25,12 @@ const alertBox = document.getElementById("answer-alert");
 const sentBox = document.getElementById("answer-sent");
 const currentBox = document.getElementById("answer-current");
 const sendState = document.getElementById("send-state");
+const queuedBox = document.getElementById("answer-queued");
+const Outbox = window.TsunaguOutbox;
+const QUEUE_URL = root?.dataset.outbox || "";  // where a queued answer goes (a signed link API), "" = never queue
+const pending = new Set();      // this page's answers waiting in the outbox (their client keys)
+const settled = new Set();      // outbox answers already sent or refused
+let queuedValues = null;        // the latest answer waiting in the outbox, shown as chosen meanwhile
 const lang = document.documentElement.lang || "ja";
 let state = D.request;          // the request as the API last answered it
 let position = null;            // {latitude, longitude, accuracy} once the person chose to share it
@@ -82,11 +95,12 @@ function errorText(err) {
 function render() {
   if (!form) return;  // answers are closed: the page shows the last answer as the server rendered it
   const answer = state.answer;
-  const current = answer?.values?.safety || "";
+  // An answer waiting in the outbox shows as chosen until the server has it.
+  const current = queuedValues?.safety || answer?.values?.safety || "";
   for (const button of form.querySelectorAll('button[name="safety"]')) {
     button.setAttribute("aria-pressed", String(button.value === current));
   }
-  if (form.elements.safety_current) form.elements.safety_current.value = current;
+  if (form.elements.safety_current) form.elements.safety_current.value = answer?.values?.safety || "";
   if (answer && currentBox) {
     const status = D.icons[answer.status] ? answer.status : "answered";
     const icon = document.createElement("span");
@@ -192,8 +206,10 @@ function values(submitter) {
       if (typeof value === "string" && value.trim()) out[q.key] = value;
     }
   }
-  // The safety buttons are the form's submit buttons: the one tapped, else the answer already given.
+  // The safety buttons are the form's submit buttons: the one tapped, else the answer already given (or
+  // waiting to be sent).
   if (submitter && submitter.name === "safety") out.safety = submitter.value;
+  else if (queuedValues?.safety) out.safety = queuedValues.safety;
   else if (state.answer?.values?.safety) out.safety = state.answer.values.safety;
   return out;
 }
@@ -210,24 +226,111 @@ function setBusy(on, submitter) {
   }
 }
 
+// --- The outbox (answers made without a connection) ----------------------------------------------------
+function newKey() {
+  if (Outbox) return Outbox.uuid();
+  return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+}
+
+function retryable(status) {
+  return !status || status >= 500 || status === 408 || status === 429;
+}
+
+function showQueued(on) {
+  if (!queuedBox) return;
+  queuedBox.hidden = !on;
+  if (on) { showAlert(""); sentBox.hidden = true; }
+}
+
+// Keep the answer to send it later; false when it cannot be kept (no outbox, no storage).
+async function enqueue(body, submitter) {
+  if (!Outbox || !QUEUE_URL) return false;
+  const choice = safetyQuestion()?.choices.find((c) => c.key === body.values.safety);
+  const now = new Date();
+  try {
+    await Outbox.add({
+      id: body.client_key,
+      url: QUEUE_URL,
+      body,
+      label: choice ? choice.label : "",
+      incident: state.incident.id,
+      created_at: now.toISOString(),
+      tries: 0,
+      // Sent by the service worker after this page was closed: it says so in a notification.
+      notify: {
+        title: state.incident.title,
+        tag: `incident-${state.incident.id}`,
+        url: location.pathname + location.search,
+        done: fmt(queuedBox?.dataset.sent, { time: when(now) }),
+      },
+    });
+  } catch {
+    return false;
+  }
+  pending.add(body.client_key);
+  queuedValues = body.values;
+  showQueued(true);
+  render();
+  showSendState(submitter?.name === "safety" ? "" : queuedBox?.textContent.trim() || "", "");
+  Outbox.sync();  // Background Sync: the service worker sends it when the connection is back, page open or not
+  return true;
+}
+
+// A flush (here, in another page or in the service worker) sent an answer, or the server refused it.
+function outboxResult(result) {
+  if (result.url !== QUEUE_URL || settled.has(result.id)) return;
+  settled.add(result.id);
+  pending.delete(result.id);
+  if (result.ok && result.json && Array.isArray(result.json.questions) && !busy) {
+    state = result.json;
+    render();
+  }
+  if (pending.size) return;
+  queuedValues = null;
+  showQueued(false);
+  if (result.ok) {
+    sentBox.textContent = fmt(queuedBox?.dataset.sent, { time: when(result.created_at) });
+    sentBox.hidden = false;
+    showSendState("", "");
+  } else {
+    render();
+    const message = result.json?.message || fmt(T.failed, { message: result.status });
+    showAlert(message);
+    showSendState(message, "error");
+  }
+  if (result.json?.incident && !result.json.incident.is_open) location.reload();
+}
+
+// --- Sending --------------------------------------------------------------------------------------------
 async function submit(submitter) {
   if (busy) return;
-  const body = { values: values(submitter), via: D.via };
+  // One key per answer: if it reaches the server but the reply is lost, sending it again stores nothing new.
+  const body = { values: values(submitter), via: D.via, client_key: newKey() };
   if (position) body.location = position;
   setBusy(true, submitter);
   showAlert("");
   sentBox.hidden = true;
   showSendState(submitter?.name === "safety" ? "" : T.sending);
   try {
+    // An earlier answer still waits: this one goes behind it, or the earlier one would arrive last and win.
+    if (pending.size && (await enqueue(body, submitter))) {
+      Outbox.flush();
+      return;
+    }
     const headers = { "Content-Type": "application/json" };
     if (D.csrf) headers["X-CSRFToken"] = csrfToken();
-    const response = await fetch(D.endpoint, {
-      method: "POST",
-      // The signed link is the credential; no cookie of whoever is signed in on this browser goes with it.
-      credentials: D.csrf ? "same-origin" : "omit",
-      headers,
-      body: JSON.stringify(body),
-    });
+    let response = null;
+    try {
+      response = await fetch(D.endpoint, {
+        method: "POST",
+        // The signed link is the credential; no cookie of whoever is signed in on this browser goes with it.
+        credentials: D.csrf ? "same-origin" : "omit",
+        headers,
+        body: JSON.stringify(body),
+      });
+    } catch { /* no connection */ }
+    if ((!response || retryable(response.status)) && (await enqueue(body, submitter))) return;
+    if (!response) throw new Error("network");
     const json = await response.json().catch(() => ({}));
     if (!response.ok) throw Object.assign(new Error(json.message || response.statusText), { status: response.status, body: json });
     state = json;
@@ -302,6 +405,19 @@ if (form && state) {
       refresh();
     });
   }
+}
+
+if (form && state && Outbox && QUEUE_URL) {
+  Outbox.onResult(outboxResult);
+  // Answers from an earlier visit still waiting: say so (the base template's flush on start sends them).
+  Outbox.list().then((items) => {
+    const mine = items.filter((i) => i.url === QUEUE_URL && !settled.has(i.id));
+    if (!mine.length) return;
+    for (const item of mine) pending.add(item.id);
+    queuedValues = mine[mine.length - 1].body?.values || null;
+    showQueued(true);
+    render();
+  }).catch(() => { /* no IndexedDB: nothing was queued */ });
 }
 
 if (state) {

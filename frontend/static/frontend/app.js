@@ -422,9 +422,80 @@ if (body.dataset.streams) {
 }
 
 // --- Service worker and push -------------------------------------------------------------------------
+// A subscription is made with the server's VAPID public key (applicationServerKey). After a key rotation
+// (`manage.py vapid_rotate`) every signed-in page renews this browser's subscription once: unsubscribe, subscribe
+// with the new key, POST the new one, DELETE the old endpoint. Silent unless it fails. The texts are here because
+// this runs on every page.
+const PUSH_TEXTS = {
+  ja: { renew_failed: "この端末の通知を更新できませんでした。プロフィールで通知をオンにし直してください。", open: "プロフィールを開く" },
+  en: { renew_failed: "Notifications on this device could not be renewed. Turn them on again on your profile.", open: "Open profile" },
+};
+const PT = PUSH_TEXTS[document.documentElement.lang] || PUSH_TEXTS.ja;
+// An endpoint whose POST has not gone through yet: sent again on the next page.
+const PUSH_UNSENT = "tsunagu.push.unsent";
+
 function b64ToBytes(b64) {
   const s = atob(b64.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (b64.length % 4)) % 4));
   return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+
+function bytesToB64(buffer) {
+  let s = "";
+  for (const byte of new Uint8Array(buffer)) s += String.fromCharCode(byte);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function normalKey(key) { return String(key || "").replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, ""); }
+
+// The key a subscription was made with ("" where the browser does not say).
+function subscriptionKey(subscription) {
+  const key = subscription?.options?.applicationServerKey;
+  return key ? bytesToB64(key) : "";
+}
+
+function remember(name, value) {
+  try { if (value) localStorage.setItem(name, value); else localStorage.removeItem(name); } catch { /* private mode */ }
+}
+function recalled(name) { try { return localStorage.getItem(name); } catch { return null; } }
+
+async function postSubscription(subscription, key) {
+  const json = subscription.toJSON();
+  remember(PUSH_UNSENT, json.endpoint);
+  await api("push/subscriptions/", {
+    method: "POST",
+    data: { endpoint: json.endpoint, keys: json.keys, vapid_public_key: subscriptionKey(subscription) || normalKey(key) },
+  });
+  remember(PUSH_UNSENT, null);
+}
+
+async function forgetEndpoint(endpoint) {
+  try {
+    await api("push/subscriptions/", { method: "DELETE", data: { endpoint } });
+  } catch (err) {
+    if (err.status !== 404) throw err;  // 404: the server had already forgotten it
+  }
+}
+
+async function currentVapidKey() {
+  const section = document.getElementById("push");
+  if (section?.dataset.vapidKey) return section.dataset.vapidKey;
+  return (await api("push/key/")).public_key;
+}
+
+// Subscribe with `key`, replacing a subscription made with another key (a browser keeps one per service worker,
+// and refuses a second key while the first is subscribed). Returns true when the subscription changed.
+async function subscribeWith(registration, key, old) {
+  let unsubscribed = false;
+  let fresh = null;
+  try {
+    if (old && normalKey(subscriptionKey(old)) !== normalKey(key)) unsubscribed = await old.unsubscribe();
+    fresh = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64ToBytes(key) });
+    await postSubscription(fresh, key);
+  } finally {
+    // The old subscription is dead once unsubscribed, whatever happened after.
+    if (old && unsubscribed && old.endpoint !== fresh?.endpoint) await forgetEndpoint(old.endpoint).catch(() => {});
+  }
+  return !old || old.endpoint !== fresh.endpoint || unsubscribed;
 }
 
 export async function enablePush(key) {
@@ -434,9 +505,7 @@ export async function enablePush(key) {
     const permission = await Notification.requestPermission();
     if (permission !== "granted") throw new Error("denied");
     const registration = await navigator.serviceWorker.ready;
-    const subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64ToBytes(key) });
-    const json = subscription.toJSON();
-    await api("push/subscriptions/", { method: "POST", data: { endpoint: json.endpoint, keys: json.keys } });
+    await subscribeWith(registration, key, await registration.pushManager.getSubscription());
     if (status) status.textContent = status.dataset.on || "✓";
     location.reload();
   } catch (err) {
@@ -444,15 +513,96 @@ export async function enablePush(key) {
   }
 }
 
-function setUpProfile() {
+function showPushProblem() {
+  const status = document.getElementById("push-status");
+  if (status) { status.textContent = PT.renew_failed; return; }
+  if (document.getElementById("push-problem")) return;
+  const note = safetyNode("p", "msg msg-warning", `${PT.renew_failed} `);
+  note.id = "push-problem";
+  note.setAttribute("role", "status");
+  const link = safetyNode("a", "", PT.open);
+  link.href = `/${org}/profile/`;
+  note.append(link);
+  document.querySelector("main")?.prepend(note);
+}
+
+// On every signed-in page: a subscription made with an earlier VAPID key is renewed with the current one, and a
+// subscription whose POST failed last time is sent again. Returns true when the subscription changed.
+async function renewPushSubscription() {
+  if (!body.dataset.streams || !("serviceWorker" in navigator) || !("PushManager" in window)) return false;
+  if (!("Notification" in window) || Notification.permission !== "granted") return false;
+  const registration = await navigator.serviceWorker.getRegistration("/");
+  if (!registration) return false;
+  const renew = async () => {
+    const old = await registration.pushManager.getSubscription();
+    if (!old) return false;
+    const key = await currentVapidKey();
+    const made = subscriptionKey(old);
+    if (!made || normalKey(made) === normalKey(key)) {
+      if (recalled(PUSH_UNSENT) === old.endpoint) await postSubscription(old, key);
+      return false;
+    }
+    return subscribeWith(registration, key, old);
+  };
+  try {
+    // One tab at a time: the others then find the subscription renewed already.
+    return navigator.locks ? await navigator.locks.request("tsunagu-push-renew", renew) : await renew();
+  } catch (err) {
+    console.warn("push subscription renewal:", err);
+    showPushProblem();
+    return false;
+  }
+}
+
+async function endpointHash(endpoint) {
+  if (!crypto.subtle) return "";  // not a secure context
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(endpoint));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 32);
+}
+
+// The profile's devices list: mark this browser's own subscription, and remove devices.
+async function markThisDevice() {
+  if (!("serviceWorker" in navigator)) return null;
+  const registration = await navigator.serviceWorker.getRegistration("/");
+  const subscription = await registration?.pushManager?.getSubscription();
+  if (!subscription) return null;
+  const hash = await endpointHash(subscription.endpoint);
+  const row = hash && document.querySelector(`#devices li[data-endpoint-hash="${hash}"]`);
+  if (row) {
+    row.querySelector(".device-this").hidden = false;
+    row.dataset.this = "1";
+  }
+  return subscription;
+}
+
+function setUpProfile(renewed) {
   const section = document.getElementById("push");
   if (!section) return;
   document.getElementById("push-enable")?.addEventListener("click", () => enablePush(section.dataset.vapidKey));
-  section.addEventListener("click", async (e) => {
-    const id = e.target.dataset?.remove;
-    if (!id) return;
-    await api("push/subscriptions/", { method: "DELETE", data: { id: Number(id) } });
-    e.target.closest("li").remove();
+  const list = document.getElementById("devices");
+  // The list was drawn before the renewal: draw it again, with the renewed device.
+  renewed.then((changed) => (changed ? location.reload() : markThisDevice())).catch(() => {});
+  list?.addEventListener("click", async (e) => {
+    const button = e.target.closest("[data-remove]");
+    if (!button) return;
+    const row = button.closest("li");
+    button.disabled = true;
+    try {
+      await api("push/subscriptions/", { method: "DELETE", data: { id: Number(button.dataset.remove) } });
+    } catch (err) {
+      if (err.status !== 404) {  // 404: gone already
+        button.disabled = false;
+        document.getElementById("push-status").textContent = list.dataset.removeFailed || err.message;
+        return;
+      }
+    }
+    if (row.dataset.this) {
+      // This browser's own: stop it at the push service too, so nothing arrives here any more.
+      const registration = await navigator.serviceWorker.getRegistration("/");
+      await (await registration?.pushManager?.getSubscription())?.unsubscribe().catch(() => {});
+    }
+    row.remove();
+    if (!list.querySelector("li")) list.append(safetyNode("li", "empty", list.dataset.empty || ""));
   });
 }
 
@@ -465,7 +615,7 @@ if (body.dataset.streams) {
   window.tsunagu = { live, onEvent, api };
   live.connect();
 }
-setUpProfile();
+setUpProfile(renewPushSubscription());
 
 // Signing out forgets the pages kept for offline use (and so does reaching a sign-in page, for sessions
 // that simply expired): a shared phone must not show the last person's pages.

@@ -274,6 +274,41 @@ function renderAttention(b, { quiet = false } = {}) {
     { name: a.name, department: a.department || T.no_department, status: L.answer?.[a.status] || a.status })).join(" / "));
 }
 
+// --- People nobody could reach --------------------------------------------------------------------------
+
+// Unanswered people whose every push and e-mail failed (or who have neither), with their phone numbers as
+// links (the organisation's phone scheme, as on directory cards) and the reasons as words, never addresses.
+let unreachableDrawn = "";
+
+function unreachableItem(u) {
+  const phones = u.phones || [];
+  return el("li", { "data-person": u.id, class: "unr" },
+    el("div", { class: "unr-top" }, el("strong", { class: "unr-name", text: u.name }), " ",
+      el("span", { class: "unr-dept", text: u.department || T.no_department })),
+    el("ul", { class: "unr-reasons" }, (u.reasons || []).map((r) => el("li", { text: L.reason?.[r] || r }))),
+    u.escalated_at ? el("p", { class: "unr-escalated", text: fmt(T.unreachable_escalated, { time: clock(u.escalated_at) }) }) : null,
+    el("div", { class: "unr-phones" }, phones.length
+      ? phones.map((p) => el("a", { class: "button unr-call", href: p.href, "aria-label": fmt(T.call, { name: u.name, number: p.number }) },
+        el("span", { "aria-hidden": "true", text: "☎" }), "\u00a0", el("span", { class: "unr-kind", text: T[`phone_${p.kind}`] || p.kind }), "\u00a0", p.number))
+      : el("span", { class: "hint", text: T.unreachable_no_phone })));
+}
+
+function renderUnreachable(b) {
+  const rows = b.unreachable || [];
+  const total = b.unreachable_total || 0;
+  const card = $("board-unreachable-card");
+  card.hidden = !rows.length;
+  const drawn = JSON.stringify(rows);
+  if (drawn !== unreachableDrawn) {
+    unreachableDrawn = drawn;
+    $("board-unreachable").replaceChildren(...rows.map(unreachableItem));
+  }
+  setText($("board-unreachable-count"), String(total));
+  const more = $("board-unreachable-more");
+  more.hidden = total <= rows.length;
+  if (!more.hidden) more.textContent = fmt(T.unreachable_more, { shown: rows.length, total });
+}
+
 // --- Answer rate over time -----------------------------------------------------------------------------
 
 const TICK_MINUTES = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080];
@@ -689,7 +724,7 @@ scopeSelect?.addEventListener("change", () => {
 
 // --- Capped lists: say when there is more below ---------------------------------------------------------
 
-const CAPPED = ["board-attention", "board-departments", "board-instructions"];
+const CAPPED = ["board-attention", "board-unreachable", "board-departments", "board-instructions"];
 function markMore(list) {
   if (list) list.dataset.more = String(list.scrollHeight - list.scrollTop - list.clientHeight > 4);
 }
@@ -705,6 +740,7 @@ function apply(b, { snapshot = false, quiet = false } = {}) {
   renderHeader(board);
   renderTotals(board);
   renderAttention(board, { quiet });
+  renderUnreachable(board);
   renderChart(board);
   renderMilestones(board);
   renderDepartments(board);

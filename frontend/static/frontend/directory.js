@@ -63,6 +63,16 @@ function safetyBadge(answer) {
     answer.label || words[status] || status);
 }
 
+// Administrators only: the page's texts carry the problem words, and the API rows `contact_problems`.
+function contactBadge(codes) {
+  const words = texts.contact_problems;
+  if (!words || !codes || !codes.length) return null;
+  return el("span", { class: "contact-badge", title: texts.contact_title },
+    el("span", { class: "contact-badge-icon", "aria-hidden": "true", text: "⚠" }), " ",
+    el("span", { class: "sr-only", text: `${texts.contact_title}: ` }),
+    codes.map((code) => words[code] || code).join("・"));
+}
+
 function personRow(template, p) {
   const row = template.content.firstElementChild.cloneNode(true);
   row.dataset.id = p.id;
@@ -72,6 +82,7 @@ function personRow(template, p) {
   slot("kana").textContent = p.kana || "";
   slot("department").textContent = p.department ? p.department.name : "";
   slot("position").textContent = p.position || "";
+  slot("contact")?.replaceChildren(...[contactBadge(p.contact_problems)].filter(Boolean));
   slot("safety").replaceChildren(...[safetyBadge(p.safety_answer)].filter(Boolean));
   slot("phones").replaceChildren(...p.phones.map(phoneLink));
   return row;

@@ -172,6 +172,43 @@ function initList() {
     try { render(await api("safety/incidents/")); } catch { /* the next event or a reload tries again */ }
   }, 400);
   onEvent("safety.incident", reload);
+  if ($("escalation-form")) initEscalation();
+}
+
+// The escalation setting (safety.escalation): minutes after a send until an unanswered person is sent it again
+// on every channel; 0 is off. Saved through the automatic-dispatch settings API.
+function initEscalation() {
+  const form = $("escalation-form");
+  const input = $("escalation-minutes");
+  const max = D.escalation?.max || 1440;
+  const stateText = (n) => (n ? fmt(T.escalation_on, { n }) : T.escalation_off);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    show($("escalation-status"), "");
+    show($("escalation-error"), "");
+    const raw = input.value.trim();
+    const n = /^\d{1,5}$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isInteger(n) || n < 0 || n > max) {
+      input.setAttribute("aria-invalid", "true");
+      show($("escalation-error"), fmt(T.escalation_bad, { max }));
+      input.focus();
+      return;
+    }
+    input.removeAttribute("aria-invalid");
+    const save = $("escalation-save");
+    save.disabled = true;
+    try {
+      const saved = await api("safety/auto/settings/", { method: "PATCH", data: { escalate_after_minutes: n } });
+      const minutes = saved.escalate_after_minutes;
+      input.value = String(minutes);
+      $("escalation-state").textContent = stateText(minutes);
+      show($("escalation-status"), minutes ? fmt(T.escalation_saved, { n: minutes }) : T.escalation_saved_off);
+    } catch (err) {
+      show($("escalation-error"), fmt(T.failed, { message: errorText(err) }));
+    } finally {
+      save.disabled = false;
+    }
+  });
 }
 
 // --- The registration form ---------------------------------------------------------------------------------
@@ -580,25 +617,117 @@ function initDetail() {
       el("strong", { text: fmt(T.dispatch_title, { n: d.number }) }),
       timeEl(d.created_at),
       d.created_by ? el("span", { text: fmt(T.dispatch_by, { name: d.created_by }) }) : null,
-      el("span", { text: people(d.recipients) }),
+      d.recipients === null || d.recipients === undefined ? null : el("span", { text: people(d.recipients) }),
       d.finished_at
         ? el("span", { class: "run run-done", text: fmt(T.finished, { when: when(d.finished_at) }) })
         : el("span", { class: "run run-going", text: T.in_progress }),
-      el("span", { class: "what", text: targetSummary(d.target) }))));
+      el("span", { class: "what", text: d.target?.escalation ? T.dispatch_escalation : targetSummary(d.target) }))));
   }
 
-  function renderDeliveries(counts) {
+  // --- Delivery status (配信状況): counts per channel and state, and each person's chip per channel
+  const CHANNELS = ["push", "email", "inapp"];
+  const STATES = D.delivery_states || ["queued", "sent", "delivered", "opened", "answered", "failed"];
+  let deliveries = D.deliveries || { counts: {}, total: 0, results: [] };
+  const dFilters = { state: "", channel: "", department: "", q: "" };
+  const dPage = D.deliveries_page || 50;
+  let dOffset = 0;
+  const dQuery = () => {
+    const params = new URLSearchParams({ limit: dPage, offset: dOffset });
+    for (const [k, v] of Object.entries(dFilters)) if (v) params.set(k, v);
+    return params.toString();
+  };
+  const stateWord = (s) => L.delivery?.[s] || s;
+  const channelWord = (c) => L.channel?.[c] || c;
+
+  function renderDeliveryCounts(counts) {
     const box = $("deliveries");
-    const channels = ["push", "email", "inapp"].filter((c) => counts[c]);
+    const channels = CHANNELS.filter((c) => counts[c]);
     if (!channels.length) { box.replaceChildren(el("p", { class: "empty", text: T.no_deliveries })); return; }
-    const states = ["queued", "sent", "failed", "answered"];
+    // Each number is a button: it shows the people behind it in the list below.
     box.replaceChildren(el("table", { class: "deliveries" },
-      el("thead", {}, el("tr", {}, el("th", { scope: "col" }), states.map((s) => el("th", { scope: "col", class: "num" }, el("span", { class: `deliv deliv-${s}`, text: L.delivery?.[s] || s }))))),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }), STATES.map((s) => el("th", { scope: "col", class: "num" }, el("span", { class: `deliv deliv-${s}`, text: stateWord(s) }))))),
       el("tbody", {}, channels.map((c) => el("tr", {},
-        el("th", { scope: "row", text: L.channel?.[c] || c }),
-        states.map((s) => el("td", { class: `num${counts[c][s] ? "" : " zero"}` },
-          el("span", { class: `cell-label deliv deliv-${s}`, text: L.delivery?.[s] || s }), el("span", { class: "n", text: String(counts[c][s] || 0) }))))))));
+        el("th", { scope: "row", text: channelWord(c) }),
+        STATES.map((s) => {
+          const n = counts[c][s] || 0;
+          const label = [el("span", { class: `cell-label deliv deliv-${s}`, text: stateWord(s) }), el("span", { class: "n", text: String(n) })];
+          return el("td", { class: `num${n ? "" : " zero"}` }, n
+            ? el("button", { type: "button", class: "count-filter", "data-channel": c, "data-state": s,
+              title: fmt(T.delivery_filter_cell, { channel: channelWord(c), state: stateWord(s) }) }, label)
+            : label);
+        }))))));
   }
+
+  function deliveryChip(c, d) {
+    if (!d) {
+      return el("span", { class: "dchip dchip-none", title: T.delivery_not_sent },
+        el("span", { class: "dchip-channel", text: channelWord(c) }), " ", el("span", { class: "dchip-state", text: "—" }));
+    }
+    const moment = d.opened_at || d.delivered_at || d.sent_at || (d.state === "queued" || d.state === "failed" ? d.updated_at : null);
+    return el("span", { class: `dchip dchip-${d.state}` },
+      el("span", { class: "dchip-channel", text: channelWord(c) }), " ",
+      el("b", { class: `dchip-state deliv-${d.state}`, text: stateWord(d.state) }),
+      moment ? [" ", el("time", { class: "dchip-time", datetime: moment, text: when(moment) })] : null,
+      d.round > 1 ? el("span", { class: "dchip-round", text: fmt(T.delivery_round, { n: d.round }) }) : null,
+      d.state === "failed" ? el("span", { class: "dchip-reason", title: d.error || "", text: L.reason?.[d.reason] || d.error || "" }) : null);
+  }
+
+  const deliveryHeaders = [...document.querySelectorAll("#delivery-people thead th")].map((th) => th.textContent.trim());
+  function deliveryRow(r) {
+    return el("tr", { "data-person": r.person.id },
+      el("td", { "data-label": deliveryHeaders[0] }, el("strong", { class: "who", text: r.person.name }),
+        el("span", { class: "sub-line", text: r.person.department || T.no_department }),
+        r.escalated_at ? el("span", { class: "sub-line escalated", text: fmt(T.delivery_escalated, { when: when(r.escalated_at) }) }) : null),
+      CHANNELS.map((c) => el("td", { "data-channel": c }, deliveryChip(c, r.channels[c]))));
+  }
+
+  function renderDeliveries(data) {
+    renderDeliveryCounts(data.counts || {});
+    const body = $("delivery-body");
+    if (!data.results.length) body.replaceChildren(el("tr", {}, el("td", { colspan: 4, class: "empty", text: T.deliveries_none })));
+    else body.replaceChildren(...data.results.map(deliveryRow));
+    $("deliveries-count").textContent = people(data.total);
+    $("delivery-pager").hidden = data.total <= dPage;
+    $("delivery-prev").disabled = dOffset <= 0;
+    $("delivery-next").disabled = dOffset + dPage >= data.total;
+    $("delivery-page-info").textContent = data.total
+      ? fmt(T.deliveries_showing, { from: dOffset + 1, to: Math.min(dOffset + data.results.length, data.total), total: data.total }) : "";
+  }
+
+  let dSeq = 0;
+  async function loadDeliveries() {
+    const mine = ++dSeq;
+    const data = await api(`${base}deliveries/?${dQuery()}`);
+    if (mine !== dSeq) return;
+    if (dOffset && !data.results.length && data.total) {  // the page emptied: go back to the last one
+      dOffset = Math.max(0, Math.floor((data.total - 1) / dPage) * dPage);
+      return loadDeliveries();
+    }
+    deliveries = data;
+    renderDeliveries(deliveries);
+    show($("delivery-error"), "");
+    document.body.dataset.deliveriesLoaded = String(Date.now());
+  }
+  const reloadDeliveries = () => loadDeliveries().catch((err) => show($("delivery-error"), fmt(T.failed, { message: errorText(err) })));
+  const dDep = $("d-department");
+  for (const d of D.departments) dDep.append(el("option", { value: d.id, text: `${"　".repeat(d.depth)}${d.name}` }));
+  const dFilter = (key, value) => { dFilters[key] = value; dOffset = 0; reloadDeliveries(); };
+  $("delivery-filters").addEventListener("submit", (e) => e.preventDefault());
+  $("d-state").addEventListener("change", (e) => dFilter("state", e.target.value));
+  $("d-channel").addEventListener("change", (e) => dFilter("channel", e.target.value));
+  dDep.addEventListener("change", (e) => dFilter("department", e.target.value));
+  $("d-q").addEventListener("input", debounce((e) => dFilter("q", e.target.value.trim().slice(0, 100)), 300));
+  $("delivery-prev").addEventListener("click", () => { dOffset = Math.max(0, dOffset - dPage); reloadDeliveries(); });
+  $("delivery-next").addEventListener("click", () => { if (dOffset + dPage < deliveries.total) { dOffset += dPage; reloadDeliveries(); } });
+  $("deliveries").addEventListener("click", (e) => {
+    const button = e.target.closest(".count-filter");
+    if (!button) return;
+    $("d-state").value = dFilters.state = button.dataset.state;
+    $("d-channel").value = dFilters.channel = button.dataset.channel;
+    dOffset = 0;
+    reloadDeliveries();
+    $("delivery-people").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  });
 
   function tallyRow(r, name, tag = "tr") {
     // On a phone each row is a card, and each number carries its own label (icon and word).
@@ -689,7 +818,7 @@ function initDetail() {
     renderState();
     renderOverall(detail.tally.overall);
     renderDispatches(detail.dispatches);
-    renderDeliveries(detail.deliveries || {});
+    renderDeliveries(deliveries);
     renderTally(detail.tally);
     renderResults(results);
   }
@@ -702,7 +831,10 @@ function initDetail() {
     if (busy) { again = true; return; }
     busy = true;
     try {
-      const [d, r] = await Promise.all([api(base), api(`${base}results/?${query({ limit: pageSize, offset })}`)]);
+      const mineD = ++dSeq;  // a filter change meanwhile wins over this refresh's delivery page
+      const [d, r, dl] = await Promise.all([api(base), api(`${base}results/?${query({ limit: pageSize, offset })}`),
+        api(`${base}deliveries/?${dQuery()}`)]);
+      if (mineD === dSeq) deliveries = dl;
       const wasOpen = isOpen();
       const firstSend = !detail.dispatches.length && d.dispatches.length;
       // Who a filtered send reaches changes as people answer: count again when the answers changed.
