@@ -132,8 +132,10 @@ def sign_in(tab: Tab, user: User, password: str = factories.PASSWORD) -> None:
     page.goto(f"/{SLUG}/")
     page.fill("#login_id", user.login_id)
     page.fill("#password", password)
-    with page.expect_navigation():
-        page.locator("main form button.primary").click()
+    # The server upgrades the stored hash to the production hasher on the first sign-in, which takes
+    # seconds when the machine is busy: wait for it rather than failing on the default 10 s.
+    with page.expect_navigation(timeout=45_000):
+        page.locator("main form button.primary").click(timeout=45_000)
 
 
 def layout_problems(page: Page) -> list[str]:
