@@ -37,3 +37,17 @@ class RedisCache(DjangoRedisCache):
 
 
 __all__ = ["RedisCache"]
+
+
+def beat_stamp(task: str) -> None:
+    """Called by a periodic task each time it runs, for `manage.py health` (safety/health.py) to see that beat
+    and the workers are alive. Never raises: a cache outage must not stop the task."""
+    import logging
+    import time
+
+    from django.core.cache import cache
+
+    try:
+        cache.set(f"health:beat:{task}", time.time(), None)
+    except Exception as exc:
+        logging.getLogger(__name__).warning("could not stamp %s in the cache: %s", task, exc)

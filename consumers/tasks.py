@@ -10,6 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from config.cache import beat_stamp
 from consumers.mail import MailDict, MailInterrupted, MailMessage, mail_send_batch
 from consumers.models import OutboxEvent, PushSubscription
 from consumers.publisher import relay_pending
@@ -68,6 +69,7 @@ def mail_send(self: Any, messages: list[MailDict]) -> int:
 
 @shared_task
 def outbox_relay() -> int:
+    beat_stamp("outbox_relay")
     return relay_pending()
 
 

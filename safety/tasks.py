@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from config.cache import beat_stamp
 from safety import autodispatch, escalation, services
 from safety.check_tasks import *  # noqa: F403  (contact verification tasks, registered with the worker)
 from safety.jma.poller import poll_all
@@ -48,6 +49,7 @@ def safety_scan() -> dict[str, int]:
     """Beat, every SAFETY_SCAN_SECONDS: restart sends whose worker stopped, send due end notices and any
     administrators' link a crash left unsent, and send again to people who have not answered in time
     (escalation). The database is the schedule; nothing waits in the broker."""
+    beat_stamp("safety_scan")
     stalled = services.stalled_dispatch_ids()
     for dispatch_id in stalled:
         dispatch_run.delay(dispatch_id)
