@@ -36,6 +36,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 STATE_DIR = state_dir()
 
 SECRET_KEY = env_str("SECRET_KEY") or generated_secret("secret_key")
+# Earlier keys, still accepted for signatures (sessions, answer links, password-reset links) while a rotation
+# settles; new signatures always use SECRET_KEY. docs/operations.md, "Key rotation".
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

@@ -206,3 +206,19 @@ def test_link_answers_are_rate_limited(anon, asked, hanako):
     limited = post(anon, token)
     assert limited.status_code == 429 and limited.json()["code"] == "too_many_answers"
     assert Answer.objects.count() == 30
+
+
+def test_after_a_key_rotation_links_signed_with_the_old_key_work_only_while_it_is_a_fallback(
+    anon, asked, hanako, settings
+):
+    old_key = settings.SECRET_KEY
+    token = token_for(asked, hanako)
+    settings.SECRET_KEY = "rotated-" + "k" * 50
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert anon.get(url(token)).status_code == 200
+    assert post(anon, token, {"safety": "safe"}).status_code == 200
+    settings.SECRET_KEY_FALLBACKS = []
+    assert anon.get(url(token)).status_code in (400, 403, 404)
+    fresh = token_for(asked, hanako)
+    assert fresh != token
+    assert anon.get(url(fresh)).status_code == 200
