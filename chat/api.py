@@ -177,7 +177,8 @@ class MessagesApi(TalkAPIView):
 
     def post(self, request: Request, slug: str, room_id: int) -> Response:
         room = access_room(self.person, room_id)
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = str(request.META.get("CONTENT_LENGTH") or "0")
+        length = int(declared) if declared.isdigit() else 0
         if length > settings.TALK_FILE_MAX_BYTES + 1024 * 1024:
             raise ApplicationError(
                 _("Files larger than %(mb)d MB cannot be sent.") % {"mb": settings.TALK_FILE_MAX_BYTES // 2**20},

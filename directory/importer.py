@@ -101,8 +101,30 @@ class ImportPlan:
             "users": {k: v for k, v in users.items() if k != "lists"},
             "lists": {"departments": departments["lists"], "users": users["lists"]},
             "licence": {k: {"after": a, "limit": b} for k, (a, b) in self._licence.items()},
-            "errors": [f.as_dict() for f in sorted(self.faults, key=_fault_order)],
+            "errors": _errors_reported(self.faults),
         }
+
+
+# A file of 100,000 bad rows has over a million faults: the first ones say what is wrong, and the job, the API
+# and the page stay small. The count of the rest is reported.
+MAX_REPORTED_FAULTS = 1000
+
+
+def _errors_reported(faults: list[ImportFault]) -> list[dict[str, Any]]:
+    ordered = sorted(faults, key=_fault_order)
+    errors = [f.as_dict() for f in ordered[:MAX_REPORTED_FAULTS]]
+    if len(ordered) > MAX_REPORTED_FAULTS:
+        more = len(ordered) - MAX_REPORTED_FAULTS
+        errors.append(
+            {
+                "file": None,
+                "line": None,
+                "column": None,
+                "code": str(Fault.TOO_MANY_ERRORS),
+                "message": f"…and {more} more errors ({len(ordered)} in all); fix these and check again.",
+            }
+        )
+    return errors
 
 
 def _fault_order(fault: ImportFault) -> tuple[int, int, str]:

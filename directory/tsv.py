@@ -91,6 +91,7 @@ class Fault(StrEnum):
     PASSWORD_REQUIRED = "password_required"  # noqa: S105  (a fault code, not a password)
     LICENCE_LIMIT = "licence_limit"
     SELF_DEACTIVATION = "self_deactivation"
+    TOO_MANY_ERRORS = "too_many_errors"
     ANPI_LOGIN_ID_TAKEN = "anpi_login_id_taken"
 
 
@@ -258,11 +259,21 @@ def _table(text: str, kind: FileKind) -> tuple[list[str], list[tuple[int, list[s
     return header, rows
 
 
+# A header of a million tabs is a 1 MB file: its faults are counted past this many, not each kept (a fault per
+# byte would take gigabytes in the worker and tens of megabytes of JSON in the job).
+MAX_HEADER_FAULTS = 50
+
+
 def _check_header(header: list[str], kind: FileKind) -> list[ImportFault]:
     faults = []
     known = ALL_COLUMNS[kind]
     seen: set[str] = set()
+    more = 0
     for name in header:
+        if len(faults) >= MAX_HEADER_FAULTS:
+            more += (name in seen) + (name not in known)
+            seen.add(name)
+            continue
         if name in seen:
             faults.append(ImportFault(kind, 1, name, Fault.DUPLICATE_COLUMN, f"The column {name} appears twice."))
         seen.add(name)
@@ -270,6 +281,16 @@ def _check_header(header: list[str], kind: FileKind) -> list[ImportFault]:
             faults.append(
                 ImportFault(kind, 1, name or None, Fault.UNKNOWN_COLUMN, f"Unknown column {name!r} in the header.")
             )
+    if more:
+        faults.append(
+            ImportFault(
+                kind,
+                1,
+                None,
+                Fault.UNKNOWN_COLUMN,
+                f"…and {more} more unknown or repeated columns in the header ({len(header)} columns in all).",
+            )
+        )
     # Every column, not only the required cells: a missing column would otherwise blank that field of every
     # existing person on re-import.
     for name in known:

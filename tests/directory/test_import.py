@@ -360,6 +360,22 @@ def test_department_cells_are_checked(org):
     assert not Department.objects.filter(organization=org).exists()
 
 
+def test_a_file_of_many_bad_rows_reports_the_first_thousand_and_counts_the_rest(company):
+    raw = table(
+        DEPARTMENT_COLUMNS,
+        [{"DEPARTMENT_CODE": f"D{n}", "DEPARTMENT_NAME": "", "SORT_ORDER": "x"} for n in range(1200)],
+    )
+    before = dump(company)
+    plan = import_apply(organization=company, departments_raw=raw)
+    assert len(plan.faults) == 2400  # a missing name and a bad sort order on every row
+    errors = plan.report(applied=False)["errors"]
+    assert len(errors) == 1001
+    assert errors[0]["line"] == 2
+    assert errors[-1]["code"] == "too_many_errors"
+    assert "1400 more errors (2400 in all)" in errors[-1]["message"]
+    assert dump(company) == before
+
+
 def test_user_cells_are_checked_after_normalising(company):
     plan = import_apply(
         organization=company,
