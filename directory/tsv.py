@@ -265,7 +265,7 @@ MAX_HEADER_FAULTS = 50
 
 
 def _check_header(header: list[str], kind: FileKind) -> list[ImportFault]:
-    faults = []
+    faults: list[ImportFault] = []
     known = ALL_COLUMNS[kind]
     seen: set[str] = set()
     more = 0
