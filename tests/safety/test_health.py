@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 
 from consumers.models import OutboxEvent
@@ -18,6 +19,8 @@ from directory.models import Organization, User
 from safety import tasks
 from safety.health import FAIL, OK, WARN, Check, health_report, worst
 from safety.models import JmaFeed
+from tests import factories
+from tests.conftest import signed_in
 from tests.safety.conftest import age, incident_make, safety_person, send
 from tests.services import free_port, require_redis
 
@@ -142,3 +145,30 @@ def test_without_a_shared_cache_beat_cannot_be_seen_and_says_so(settings: Any) -
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     checks = [c for c in health_report() if c.name.startswith("beat")]
     assert [(c.name, c.status) for c in checks] == [("beat", WARN)]
+
+
+def test_operators_see_the_checks_in_django_admin_and_nobody_else_does(org: Organization, crisis: User) -> None:
+    operator = factories.person(org, "operator")
+    operator.is_staff = operator.is_superuser = True
+    operator.save(update_fields=["is_staff", "is_superuser"])
+    cache.set("health:beat:outbox_relay", time.time() - 600, None)
+    browser = signed_in(operator)
+    index = browser.get("/admin/")
+    assert index.status_code == 200
+    assert b'href="/admin/health/"' in index.content
+    page = browser.get("/admin/health/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="health-status"' in html and 'class="error"' in html
+    assert "beat outbox_relay" in html and "is beat running" in html
+    assert "database" in html
+    # A staff member who is not a superuser, an organisation administrator and anonymous get nothing.
+    staff = factories.person(org, "staff")
+    staff.is_staff = True
+    staff.save(update_fields=["is_staff"])
+    assert signed_in(staff).get("/admin/health/").status_code == 403
+    assert b"/admin/health/" not in signed_in(staff).get("/admin/").content
+    for client in (signed_in(crisis), signed_in(factories.person(org, "member"))):
+        answer = client.get("/admin/health/")
+        assert answer.status_code == 302 and "beat" not in answer.content.decode()
+    assert Client().get("/admin/health/").status_code == 302
