@@ -137,6 +137,7 @@ def _reason(code: str) -> str:
         "lifted": _("Lifted (解除)"),
         "cancel_unknown": _("Cancels a report that was never applied"),
         "cancel_nothing": _("Cancellation with nothing to withdraw"),
+        "cancelled": _("Its cancellation (取消) arrived first: never sent"),
         "dispatch": _("A new safety check"),
         "update": _("More people in the same safety check"),
         "withdraw": _("Cancelled (取消): people are told it is withdrawn"),

@@ -409,9 +409,12 @@ def _cancel(
     actions: list[Action] = []
     found = 0
     for key in keys:
-        event = state["events"].get(key)
-        if event is None:
-            continue
+        # Kept even when nothing is found: the feeds list the newest first, so a catch-up poll applies a 取消
+        # before the report it cancels, and that report must then be ignored (`_cancelled_first`).
+        event = _event(state, key, hazard, drill)
+        event.setdefault("cancelled", []).append(
+            {"type": report.type_code or "", "serial": report.serial, "at": _at(report)}
+        )
         cancelled = _same_report(event, report, match_serial=match_serial)
         found += len(cancelled)
         # The cancelled reports never happened: they must not suppress a later quake as aftershocks either.
@@ -425,6 +428,20 @@ def _cancel(
     else:
         quiet = ("cancel_nothing", "cancellation (取消): nobody was asked only because of the cancelled report")
     return _summarise(state, hazard, drill, actions, quiet)
+
+
+def _cancelled_first(event: Mapping[str, Any] | None, report: Report) -> bool:
+    """A 取消 of this report was applied before it arrived: the same type and Serial, or for a type without a
+    Serial (VXSE51, VTSE41) any version issued no later than the 取消."""
+    for cancel in (event or {}).get("cancelled", []):
+        if cancel["type"] != (report.type_code or ""):
+            continue
+        if report.serial is not None and cancel["serial"] is not None:
+            if cancel["serial"] == report.serial:
+                return True
+        elif _at(report) <= cancel["at"]:
+            return True
+    return False
 
 
 # --- earthquake --------------------------------------------------------------------------------------------------
@@ -482,9 +499,30 @@ def _earthquake(
     if report.is_cancellation:
         return _cancel(report, state, "earthquake", drill, [key], match_serial=True)
     event = state["events"].get(key)
+    if _cancelled_first(event, report):
+        return _ignore(state, "earthquake", drill, "cancelled", "cancelled: its 取消 arrived first (never dispatched)")
     version = _version(report)
     type_code = report.type_code or ""
     if event is not None and _older(version, event["versions"].get(type_code)):
+        if report.serial is not None and not _same_report(event, report):
+            # An older Serial arriving late still says who was hit (as it would have, in order): a 取消 of the
+            # newer Serial must not withdraw them. Nobody is asked by it. A 訂正'd version is not recorded.
+            persons: dict[str, int] = {}
+            for rule in rules:
+                threshold = intensity_rank(rule.min_intensity) or 0
+                prefs: set[str] = set()
+                for place, value in _earthquake_places(report, rule).items():
+                    rank = intensity_rank(value)
+                    if rank is not None and rank >= threshold and _place_prefecture(place):
+                        prefs.add(_place_prefecture(place))
+                if prefs:
+                    _add_people(persons, rule, people, prefs)
+            event["hits"][identity] = {
+                "type": type_code,
+                "serial": report.serial,
+                "persons": persons,
+                "at": _at(report),
+            }
         return _ignore(
             state, "earthquake", drill, "out_of_date", f"out of date: a newer {type_code} of this quake was applied"
         )
@@ -652,6 +690,8 @@ def _tsunami(
             event["in_force"] = dict(latest["snapshot"]) if latest else {}
         return outcome
     event = state["events"].get(key)
+    if _cancelled_first(event, report):
+        return _ignore(state, "tsunami", drill, "cancelled", "cancelled: its 取消 arrived first (never dispatched)")
     version = [-1, _at(report)]  # snapshots: the newest by time replaces the rest, whatever the type
     if event is not None and _older(version, event["versions"].get("snapshot")):
         return _ignore(
