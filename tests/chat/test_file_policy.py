@@ -533,9 +533,10 @@ def test_a_30_mb_file_is_checked_quickly(filename, make: Callable[[int], bytes],
 
     size = 30 * 1024 * 1024
     data = make(size)
-    started = time.perf_counter()
+    # CPU time of this process, not wall time: other processes on a busy CI machine must not fail it.
+    started = time.process_time()
     outcome(filename, data, policy, max_bytes=size)
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
 
 
 # --- The store --------------------------------------------------------------------------------------------
