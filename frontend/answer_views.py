@@ -171,7 +171,9 @@ def _answer_page(
     if request.method == "POST":
         values = _posted_values(request.POST, data["questions"])
         try:
-            if throttle_key and not throttle_allow(throttle_key, limit=ANSWER_RATE_PER_MINUTE, window_seconds=60):
+            if throttle_key and not throttle_allow(
+                throttle_key, limit=ANSWER_RATE_PER_MINUTE, window_seconds=60, fail_open=True
+            ):
                 raise ApplicationError(_("Too many answers; wait a moment."), code="too_many_answers", status=429)
             answer = services.answer_submit(
                 incident_id=recipient.incident_id, person=recipient.person, values=values, source=via

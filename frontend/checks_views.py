@@ -276,7 +276,10 @@ def _confirm_page(
     if request.method == "POST":
         try:
             if not throttle_allow(
-                f"check-link:{client_ip(request)}:{token[-16:]}", limit=LINK_RATE_PER_MINUTE, window_seconds=60
+                f"check-link:{client_ip(request)}:{token[-16:]}",
+                limit=LINK_RATE_PER_MINUTE,
+                window_seconds=60,
+                fail_open=True,  # a confirmation must not wait for Redis
             ):
                 raise ApplicationError(_("Too many requests; wait a moment."), code="too_many_requests", status=429)
             checks.check_confirm(token, _via(request), slug=organization.slug)

@@ -54,8 +54,8 @@ from tests.services import daphne, require_postgres, require_redis
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
-ANSWER_READY = "document.getElementById('answer')?.dataset.ready === '1'"
-BOARD_LIVE = "document.getElementById('board')?.dataset.liveState === 'live'"
+ANSWER_READY = "() => document.getElementById('answer')?.dataset.ready === '1'"
+BOARD_LIVE = "() => document.getElementById('board')?.dataset.liveState === 'live'"
 TITLE = "【地震】震度6強 安否確認"
 FIRST = "本社ビルから退避し、第二駐車場に集合してください。\n階段を使ってください。"
 SECOND = "帰宅は指示があるまで待ってください。"

@@ -53,8 +53,10 @@ VIEWPORTS: dict[str, dict[str, Any]] = {
 NEW_PASSWORD = "kawa-no-nagare-42"
 # The page is ready for live events once the socket is open and every stream has answered its snapshot
 # (the server joins the group before it snapshots, so nothing published after this point can be missed).
+# Every predicate handed to wait_for_function is a function, not an expression: Playwright evaluates an
+# expression with eval() at each poll, which the pages' Content-Security-Policy refuses (no 'unsafe-eval').
 LIVE_READY = (
-    "document.body.dataset.live === 'open' && window.tsunagu"
+    "() => document.body.dataset.live === 'open' && window.tsunagu"
     " && Object.keys(window.tsunagu.live.seq).length >= window.tsunagu.live.streams.length"
 )
 POST_NOTICE = """async ([slug, title, body]) => {

@@ -38,7 +38,7 @@ from tests.services import daphne
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
-ANSWER_READY = "document.getElementById('answer')?.dataset.ready === '1'"
+ANSWER_READY = "() => document.getElementById('answer')?.dataset.ready === '1'"
 TITLE = "【地震】震度6強 安否確認"
 MESSAGE = "本日 9:58 に関東地方で強い地震がありました。\n全員、安否を回答してください。出社は不要です。"
 
@@ -259,7 +259,7 @@ def test_location_is_sent_only_after_the_tap_and_a_refusal_still_answers() -> No
         assert first.latitude is None and first.longitude is None
         b.page.locator("#location-share").click()
         expect(b.page.locator("#location-state")).to_have_class("is-ok")
-        b.page.wait_for_function("document.querySelector('#location-state').textContent.includes('30')")
+        b.page.wait_for_function("() => document.querySelector('#location-state').textContent.includes('30')")
         latest = while_browsing(lambda: Answer.objects.filter(incident=incident, person_id=hanako.id).latest("id"))
         assert (latest.latitude, latest.longitude, latest.accuracy) == (35.681236, 139.767125, 30)
         assert latest.values == {"safety": "safe"}

@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pyte
 
 T = TypeVar("T")
 # The talk page follows every room it shows once each room stream has answered its subscription.
-TALK_READY = "window.talkReady && window.talkReady()"
+TALK_READY = "() => window.talkReady && window.talkReady()"
 
 
 def tr(language: str, message: str, **values: Any) -> str:
@@ -185,7 +185,7 @@ def test_two_people_chat_live_with_unread_badges_read_receipts_typing_edits_and_
 
         # The connection drops; what is sent meanwhile arrives once when it comes back.
         b.page.evaluate("window.tsunagu.live.closedForGood = true; window.tsunagu.live.ws.close()")
-        b.page.wait_for_function("document.body.dataset.live === 'closed'")
+        b.page.wait_for_function("() => document.body.dataset.live === 'closed'")
         send(a, "停電したら携帯に連絡します")
         send(a, "ロビーに集合")
         expect(message(a.page, "ロビーに集合")).to_have_count(1)
@@ -201,7 +201,7 @@ def test_two_people_chat_live_with_unread_badges_read_receipts_typing_edits_and_
                 "([stream, seq]) => { window.tsunagu.live.seq[stream] = seq; window.tsunagu.live.subscribe(stream); }",
                 [f"room.{room_id}", last_seq],
             )
-            b.page.wait_for_function(f"window.snapshots === {snapshots}")
+            b.page.wait_for_function(f"() => window.snapshots === {snapshots}")
             b.page.wait_for_timeout(500)
             expect(b.page.locator("#talk-messages .tmsg")).to_have_count(5)
 
@@ -226,7 +226,7 @@ def test_two_people_chat_live_with_unread_badges_read_receipts_typing_edits_and_
         send(a, "避難経路の地図です")
         picture = message(b.page, "避難経路の地図です").locator("img.tmsg-image")
         expect(picture).to_have_attribute("src", re.compile(r"^blob:"))
-        b.page.wait_for_function("document.querySelector('img.tmsg-image').naturalWidth === 160")
+        b.page.wait_for_function("() => document.querySelector('img.tmsg-image').naturalWidth === 160")
         expect(message(b.page, "避難経路の地図です").locator("a.tmsg-file")).to_contain_text("map.png")
         a.page.locator("#file-input").set_input_files(
             {"name": "setup.exe", "mimeType": "application/octet-stream", "buffer": b"MZ" + bytes(510)}

@@ -199,7 +199,7 @@ def test_delivery_status_and_the_unreachable_on_the_board_in_chromium(
         sign_in(board_tab, boss)
         board = board_tab.page
         board.goto(f"/{SLUG}/safety/incidents/{incident.id}/board/")
-        board.wait_for_function("document.getElementById('board')?.dataset.liveState === 'live'")
+        board.wait_for_function("() => document.getElementById('board')?.dataset.liveState === 'live'")
         card = board.locator("#board-unreachable-card")
         expect(card).to_be_visible()
         expect(card.locator("h2")).to_contain_text(re.compile("連絡がつかない人|Could not be reached"))

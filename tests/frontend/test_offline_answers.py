@@ -72,7 +72,7 @@ def controlled(page: Page) -> None:
     assert page.evaluate(SW_READY) is True
     page.reload()
     page.wait_for_function(ANSWER_READY)
-    page.wait_for_function("navigator.serviceWorker.controller !== null")
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null")
 
 
 def test_answer_without_a_connection_is_queued_then_sent_exactly_once() -> None:

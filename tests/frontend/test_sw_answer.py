@@ -69,7 +69,7 @@ def service_worker(context: BrowserContext, page: Page) -> Worker:
     """The worker's handle, once it is active and controls the page."""
     assert page.evaluate("navigator.serviceWorker.ready.then((r) => Boolean(r.active))") is True
     page.reload()
-    page.wait_for_function("navigator.serviceWorker.controller !== null")
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null")
     workers = context.service_workers
     worker = workers[0] if workers else context.wait_for_event("serviceworker")
     worker.evaluate("() => self.TsunaguOutbox !== undefined")
@@ -211,7 +211,7 @@ def test_service_worker_answers_from_the_buttons_and_queues_when_blocked(push_se
         api_three = link.replace(f"/{SLUG}/answer/", f"/{SLUG}/api/safety/answer/")
         context.route(f"**{api_three}", lambda route: route.abort("internetdisconnected"))
         page.goto(link)
-        page.wait_for_function("document.getElementById('answer')?.dataset.ready === '1'")
+        page.wait_for_function("() => document.getElementById('answer')?.dataset.ready === '1'")
         page.locator('button.safety-choice[value="safe"]').click()
         expect(page.locator("#answer-queued")).to_be_visible()
         page.close()

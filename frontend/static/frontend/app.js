@@ -21,6 +21,20 @@ export async function api(path, { method = "GET", data } = {}) {
   return json;
 }
 
+// --- Page behaviours the Content-Security-Policy keeps out of the templates ----------------------------
+// No inline style or handler is allowed (config/security.py), so pages say what they need in data attributes:
+// data-width="42.5" (a bar's width in %), data-depth="2" (a department's indent; app.css covers 0-9 before this
+// runs), data-confirm-submit="question?" on a form, data-print on a button.
+for (const node of document.querySelectorAll("[data-width]")) node.style.width = `${Number(node.dataset.width) || 0}%`;
+for (const node of document.querySelectorAll("[data-depth]")) node.style.setProperty("--depth", String(Number(node.dataset.depth) || 0));
+document.addEventListener("submit", (event) => {
+  const question = event.target instanceof HTMLFormElement ? event.target.dataset.confirmSubmit : undefined;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
+document.addEventListener("click", (event) => {
+  if (event.target instanceof Element && event.target.closest("[data-print]")) window.print();
+});
+
 // --- Connection banner -------------------------------------------------------------------------------
 const banner = document.getElementById("connection");
 let hideTimer = null;
