@@ -29,8 +29,9 @@ from consumers.wire import text_frame
 
 logger = logging.getLogger(__name__)
 
-# channels-redis forgets group members after group_expiry (a day); re-join well before that.
-GROUP_REFRESH_SECONDS = 3600
+# channels-redis forgets group members after group_expiry (a day), and a Redis that restarts empty forgets them at
+# once; re-join every minute, so sockets that outlived a quick restart hear their streams again within one.
+GROUP_REFRESH_SECONDS = 60
 
 
 class Subscriber(Protocol):
@@ -68,6 +69,8 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
         self._membership_lock = asyncio.Lock()
+        # Set when the layer failed: the groups are joined again before the next receive (Redis may be back empty).
+        self._rejoin_due = False
         # Tickers of the streams this process's sockets follow: ticker name -> (ticker, its task, its streams).
         self.tickers: dict[str, tuple[Ticker, asyncio.Task[None], set[str]]] = {}
         # Names this process in presence keys.
@@ -152,14 +155,24 @@ class Hub:
                 task.cancel()
                 await ticker.release()  # another process's boards need not wait for the lease to lapse
 
+    async def _rejoin(self) -> None:
+        async with self._membership_lock:
+            if self.channel is not None:
+                for stream in list(self.subscribers):
+                    await self.layer.group_add(stream, self.channel)
+
     async def _receive_loop(self) -> None:
         while True:
             try:
+                if self._rejoin_due:
+                    await self._rejoin()
+                    self._rejoin_due = False
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("hub receive failed; retrying")
+                self._rejoin_due = True
                 await asyncio.sleep(1)
                 continue
             try:

@@ -124,9 +124,20 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.hub.person_connected(user.id)
         await self.send_json({"type": "hello", "user": user.id})
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Channels skips disconnect() when the consumer dies of an exception, as every socket's does when its
+            # channel-layer receive fails (Redis restarting). Leave the hub anyway: it would keep the dead socket,
+            # the person "online", and the stream's group as joined, so after Redis came back empty no socket of
+            # this process would hear the stream again (issue 10, fault 2).
+            await self.disconnect(1011)
+
     async def disconnect(self, code: int) -> None:
-        if not hasattr(self, "hub"):
+        if not hasattr(self, "hub") or getattr(self, "_left", False):
             return
+        self._left = True
         if self._recheck is not None:
             self._recheck.cancel()
         for stream in list(self.streams):

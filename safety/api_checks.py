@@ -212,7 +212,10 @@ class _LinkApi(APIView):
 
     def _throttle(self, request: Request, token: str) -> None:
         if not throttle_allow(
-            f"check-link:{client_ip(request)}:{token[-16:]}", limit=LINK_RATE_PER_MINUTE, window_seconds=60
+            f"check-link:{client_ip(request)}:{token[-16:]}",
+            limit=LINK_RATE_PER_MINUTE,
+            window_seconds=60,
+            fail_open=True,  # a confirmation must not wait for Redis
         ):
             raise ApplicationError(_("Too many requests; wait a moment."), code="too_many_requests", status=429)
 

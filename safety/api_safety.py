@@ -626,7 +626,10 @@ class LinkAnswerApi(APIView):
 
     def post(self, request: Request, slug: str, token: str) -> Response:
         if not throttle_allow(
-            f"safety-link:{client_ip(request)}:{token[-16:]}", limit=ANSWER_RATE_PER_MINUTE, window_seconds=60
+            f"safety-link:{client_ip(request)}:{token[-16:]}",
+            limit=ANSWER_RATE_PER_MINUTE,
+            window_seconds=60,
+            fail_open=True,  # an answer must not wait for Redis
         ):
             raise ApplicationError(_("Too many answers; wait a moment."), code="too_many_answers", status=429)
         recipient = link_recipient(slug, token, with_answer=False)
@@ -657,7 +660,10 @@ class LinkReceiptApi(APIView):
 
     def post(self, request: Request, slug: str, token: str) -> Response:
         if not throttle_allow(
-            f"safety-receipt:{client_ip(request)}:{token[-16:]}", limit=ANSWER_RATE_PER_MINUTE, window_seconds=60
+            f"safety-receipt:{client_ip(request)}:{token[-16:]}",
+            limit=ANSWER_RATE_PER_MINUTE,
+            window_seconds=60,
+            fail_open=True,
         ):
             raise ApplicationError(_("Too many requests; wait a moment."), code="too_many_receipts", status=429)
         recipient = link_recipient(slug, token, with_answer=False)
