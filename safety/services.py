@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, DateTimeField, Exists, F, Max, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
@@ -27,12 +28,12 @@ from django.utils.translation import gettext as _
 from chat.models import Room
 from chat.services import room_admin_grant, room_instruction_create, room_members_add
 from config.errors import ApplicationError
-from consumers.mail import MailInterrupted, MailMessage, mail_send_results
+from consumers.mail import MailInterrupted, MailMessage, mail_send_results, message_id_for
 from consumers.models import PushSubscription
 from consumers.publisher import publish_now, publish_on_commit, push_request
 from consumers.push import push_outcomes_record
 from consumers.vapid import vapid_signing
-from consumers.webpush import PushMessage, PushSession, PushTarget
+from consumers.webpush import PushMessage, PushOutcome, PushSession, PushTarget
 from directory.contacts import confirmed_private_addresses
 from directory.events import org_group, user_group
 from directory.models import Department, Organization, Role, RoleAssignment, User
@@ -425,7 +426,10 @@ def dispatch_create(*, incident: Incident, actor: User | None, target: Mapping[s
     from safety.tasks import dispatch_run, incident_admins_notify
 
     dispatch_id, incident_id = dispatch.id, incident.id
-    transaction.on_commit(lambda: dispatch_run.delay(dispatch_id), robust=True)
+    # Several runners share one send (each claims its own batches, so no row goes twice): with several worker
+    # children the pushes of a large send are built, encrypted and sent in parallel.
+    for _runner in range(settings.SAFETY_DISPATCH_RUNNERS):
+        transaction.on_commit(lambda: dispatch_run.delay(dispatch_id), robust=True)
     if opened_before:
         # Opening told the administrators; managers of departments this send reaches for the first time learn now.
         transaction.on_commit(lambda: incident_admins_notify.delay(incident_id, dispatch_id), robust=True)
@@ -515,6 +519,45 @@ def _touch(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
     Dispatch.objects.filter(id=dispatch.id).update(heartbeat_at=now)
 
 
+def _renew(dispatch: Dispatch, rows: Sequence[Delivery], claim: list[float]) -> None:
+    """_touch while a push batch is on the wire; `claim` is [monotonic time of the last renewal written]. With
+    the database away (a restart) the renewal is skipped, not raised: the batch must still get its outcome
+    recorded once the database is back (see _record_sent)."""
+    try:
+        _touch(dispatch, rows)
+    except (OperationalError, InterfaceError) as exc:
+        if connection.in_atomic_block:
+            raise
+        logger.warning("database unavailable, claim of %d rows not renewed: %s", len(rows), exc)
+        connection.close()
+        return
+    claim[0] = time.monotonic()
+
+
+DB_RETRY_PAUSE = 0.5  # seconds between tries of _record_sent
+
+
+def _record_sent(record: Callable[[], None], claim: list[float]) -> None:
+    """Write what happened to a batch that has left (sent, failed), waiting for the database if it went away
+    meanwhile (a restart, a failover). The messages are out: a lost mark would leave the rows queued and claimed,
+    and the scan would send them all again once the claim is stale. So the write is tried again, on a new
+    connection, for as long as the claim is surely still ours (80% of SAFETY_CLAIM_STALE_SECONDS after its last
+    renewal, `claim[0]`, a monotonic time): until then no other worker may take these rows, so waiting can never
+    race a resend. After that the error is raised and the scan's resend (same Topic and tag) is what remains.
+    `record` must be safe to run again (_mark only changes rows still queued)."""
+    until = claim[0] + 0.8 * settings.SAFETY_CLAIM_STALE_SECONDS
+    while True:
+        try:
+            record()
+            return
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block or time.monotonic() + DB_RETRY_PAUSE >= until:
+                raise
+            logger.warning("database unavailable while recording a sent batch, trying again: %s", exc)
+            connection.close()
+            time.sleep(DB_RETRY_PAUSE)
+
+
 def _mark(rows: Sequence[Delivery], state: str, error: str = "") -> None:
     if not rows:
         return
@@ -585,7 +628,11 @@ def notification_texts(language: str) -> dict[str, str]:
 
 
 def _notification(
-    incident: Incident, person_id: int, language: str = "", texts: Mapping[str, str] | None = None
+    incident: Incident,
+    person_id: int,
+    language: str = "",
+    texts: Mapping[str, str] | None = None,
+    send_round: int = 1,
 ) -> dict[str, Any]:
     """A safety push for one person: their answer link, the receipt address their service worker reports
     "delivered" and "opened" to, and the answer buttons (無事 / 要支援) the form can take, which post to the
@@ -608,6 +655,9 @@ def _notification(
         "tag": f"incident-{incident.id}",
         "kind": "safety",
         "incident": incident.id,
+        # The send round: the same round again (a batch repeated after a crash) replaces the notification without
+        # alerting; the next round (a resend, an escalation) alerts again (sw.js).
+        "round": send_round,
         "requireInteraction": True,
         "receipt": f"{api}receipt/",
         "actions": [
@@ -627,6 +677,7 @@ def _notification(
 
 def _send_push(dispatch: Dispatch, rows: Sequence[Delivery], pusher: PushSession) -> None:
     incident = dispatch.incident
+    claim = [time.monotonic()]  # the rows were claimed just now
     subscriptions = list(
         PushSubscription.objects.filter(user_id__in=[r.person_id for r in rows]).values_list(
             "id", "user_id", "endpoint", "p256dh", "auth", "vapid_public_key"
@@ -637,7 +688,11 @@ def _send_push(dispatch: Dispatch, rows: Sequence[Delivery], pusher: PushSession
     texts = {language: notification_texts(language) for language in set(languages.values())}
     payloads = {
         r.person_id: _notification(
-            incident, r.person_id, languages.get(r.person_id, ""), texts.get(languages.get(r.person_id, ""))
+            incident,
+            r.person_id,
+            languages.get(r.person_id, ""),
+            texts.get(languages.get(r.person_id, "")),
+            send_round=r.round,
         )
         for r in rows
     }
@@ -651,9 +706,16 @@ def _send_push(dispatch: Dispatch, rows: Sequence[Delivery], pusher: PushSession
             targets,
             PushMessage(payload={}, ttl=PUSH_TTL, urgency="high", topic=f"incident{incident.id}"),
             **vapid_signing(),  # each target signed with the VAPID key it subscribed with (key rotation)
-            meanwhile=partial(_touch, dispatch, rows),
+            meanwhile=partial(_renew, dispatch, rows, claim),
             every=settings.SAFETY_CLAIM_STALE_SECONDS / 3,
         )
+    _record_sent(partial(_push_outcomes_mark, rows, subscriptions, outcomes), claim)
+
+
+def _push_outcomes_mark(
+    rows: Sequence[Delivery], subscriptions: Sequence[tuple[Any, ...]], outcomes: Sequence[PushOutcome]
+) -> None:
+    if outcomes:
         push_outcomes_record(outcomes)
     owner = {id_: user_id for id_, user_id, *_keys in subscriptions}
     ok_people = {owner[o.target_id] for o in outcomes if o.ok}
@@ -693,6 +755,7 @@ def _mail_text(incident: Incident, person: User) -> tuple[str, str]:
 
 def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
     incident = dispatch.incident
+    claim = [time.monotonic()]  # the rows were claimed just now
     messages: list[MailMessage] = []
     sendable: list[Delivery] = []
     unreachable: list[tuple[Delivery, str]] = []
@@ -708,7 +771,14 @@ def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
         with translation.override(person.language or settings.LANGUAGE_CODE):
             subject, body = _mail_text(incident, person)
         messages.append(
-            MailMessage(to=to, subject=subject, body=body, language=person.language, private=tuple(private))
+            MailMessage(
+                to=to,
+                subject=subject,
+                body=body,
+                language=person.language,
+                private=tuple(private),
+                message_id=message_id_for("incident", incident.id, "person", person.id, "round", row.round),
+            )
         )
         sendable.append(row)
     _mark_failed(unreachable)
@@ -716,9 +786,13 @@ def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
         results = mail_send_results(messages)
     except MailInterrupted as exc:
         done = len(sendable) - len(exc.remaining)
-        _mark(sendable[:done], DeliveryState.SENT)
+        _record_sent(partial(_mark, sendable[:done], DeliveryState.SENT), claim)
         # The rest stay claimed; the scan hands them to a worker again once the claim is stale.
         raise
+    _record_sent(partial(_mail_results_mark, sendable, results), claim)
+
+
+def _mail_results_mark(sendable: Sequence[Delivery], results: Sequence[str | None]) -> None:
     _mark([r for r, error in zip(sendable, results, strict=True) if error is None], DeliveryState.SENT)
     _mark_failed([(r, error) for r, error in zip(sendable, results, strict=True) if error is not None])
 
