@@ -11,12 +11,17 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from config.concurrency import HttpConcurrencyLimit  # noqa: E402
 from consumers.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # A burst of answers waits its turn here rather than piling onto the database pool.
+        "http": HttpConcurrencyLimit(
+            django_asgi_app, limit=settings.HTTP_CONCURRENCY, wait_seconds=settings.HTTP_QUEUE_SECONDS
+        ),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -34,6 +34,7 @@ class MailDict(TypedDict):
     language: str
     # Those of `to` that are private contacts (see MailMessage.private); absent = none.
     private: NotRequired[list[str]]
+    message_id: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,16 @@ class MailMessage:
     # Those of `to` that are a person's private contacts: never written to a log or a delivery error.
     # (A sequence, not only a tuple: the mail_send task rebuilds messages from JSON lists.)
     private: Sequence[str] = ()
+    # A fixed Message-ID ("<...@...>"): a copy sent again after a crash (the same person, incident and round)
+    # carries the same one, so mail systems that drop duplicate Message-IDs show it once.
+    message_id: str | None = None
 
     def as_dict(self) -> MailDict:
         data = MailDict(to=list(self.to), subject=self.subject, body=self.body, html=self.html, language=self.language)
         if self.private:
             data["private"] = list(self.private)
+        if self.message_id:
+            data["message_id"] = self.message_id
         return data
 
 
@@ -142,7 +148,11 @@ def _email(message: MailMessage, connection: Any) -> EmailMultiAlternatives:
         to=to,
         bcc=bcc,
         connection=connection,
-        headers={"Content-Language": message.language, "Auto-Submitted": "auto-generated"},
+        headers={
+            "Content-Language": message.language,
+            "Auto-Submitted": "auto-generated",
+            **({"Message-ID": message.message_id} if message.message_id else {}),
+        },
     )
     if message.html:
         email.attach_alternative(message.html, "text/html")
@@ -162,3 +172,9 @@ def mail_for_people(
             subject, body = render(person)
         messages.append(MailMessage(to=to, subject=subject, body=body, language=person.language))
     return messages
+
+
+def message_id_for(*parts: object) -> str:
+    """A stable Message-ID from `parts` (e.g. incident, person, round), on the sender's domain."""
+    domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2].strip(" >") or "localhost"
+    return "<tsunagu." + ".".join(str(p) for p in parts) + "@" + domain + ">"

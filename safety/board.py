@@ -146,9 +146,16 @@ def _followed_key(stream: str) -> str:
     return f"board:followed:{stream}"
 
 
+# A mark outlives a web process that stalls for a while under load (its ticker cannot renew the mark while its
+# sockets stay open): instructions go only to marked boards and, unlike a tally, are never sent again. bench.disaster
+# with 2 daphne on a saturated machine saw three department boards on one process miss an instruction with 10 s.
+FOLLOW_MIN_SECONDS = 60
+
+
 def board_follow(streams: Sequence[str], seconds: int) -> None:
-    """These boards have sockets on this process: its ticker marks them every third of `seconds` (the lease)."""
-    cache.set_many({_followed_key(s): 1 for s in streams}, timeout=seconds * 2)
+    """These boards have sockets on this process: its ticker marks them every third of `seconds` (the lease). A
+    mark lasts 2 x `seconds`, at least FOLLOW_MIN_SECONDS: a board its sockets left is read that much longer."""
+    cache.set_many({_followed_key(s): 1 for s in streams}, timeout=max(seconds * 2, FOLLOW_MIN_SECONDS))
 
 
 def board_followed(streams: Sequence[str]) -> list[str]:

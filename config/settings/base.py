@@ -121,6 +121,11 @@ elif DB_POOL_MAX_SIZE and not DATABASES["default"]["CONN_MAX_AGE"]:
         "max_size": DB_POOL_MAX_SIZE,
         "timeout": 30,
     }
+# HTTP requests one web process runs at once (config/concurrency.py); the rest wait in order, on the event loop,
+# up to HTTP_QUEUE_SECONDS, then get a 503 with Retry-After. 0 turns the limit off. Default: the database pool's
+# size less two, which the WebSocket handshakes and the board ticker use.
+HTTP_CONCURRENCY = env_int("HTTP_CONCURRENCY", max(2, DB_POOL_MAX_SIZE - 2) if DB_POOL_MAX_SIZE else 0, minimum=0)
+HTTP_QUEUE_SECONDS = env_int("HTTP_QUEUE_SECONDS", 25, minimum=1, maximum=300)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, cache ---------------------------------------------------------
@@ -410,6 +415,9 @@ SAFETY_DISPATCH_BATCH = env_int("SAFETY_DISPATCH_BATCH", 200, minimum=1, maximum
 # mail batch: a batch costs a few database round trips, and a crash repeats at most one batch of pushes, each
 # with the same tag and Topic, so a phone still shows one notification.
 SAFETY_PUSH_BATCH = env_int("SAFETY_PUSH_BATCH", 1000, minimum=1, maximum=10000)
+# Tasks started for each send: they share its rows (each claims its own batches), so a large send uses several
+# worker children at once. 1 sends from one child.
+SAFETY_DISPATCH_RUNNERS = env_int("SAFETY_DISPATCH_RUNNERS", 2, minimum=1, maximum=16)
 # A send whose worker has not reported for this long is taken over by the scan (a dead worker's).
 SAFETY_CLAIM_STALE_SECONDS = env_int("SAFETY_CLAIM_STALE_SECONDS", 30, minimum=5)
 # How often beat scans the database for stalled sends and due end notices.

@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pyte
 
 NOTIFICATIONS = """(tag) => self.registration.getNotifications({tag}).then((list) => list.map((n) => ({
   title: n.title, body: n.body, tag: n.tag, requireInteraction: n.requireInteraction, data: n.data,
+  renotify: n.renotify,
   actions: (n.actions || []).map((a) => ({action: a.action, title: a.title})),
 })))"""
 
@@ -137,6 +138,15 @@ def test_service_worker_answers_from_the_buttons_and_queues_when_blocked(push_se
         assert shown[0]["data"]["actions"] == one["actions"] and shown[0]["data"]["url"] == one["url"]
         eventually(page, lambda: while_browsing(push_state, first, hanako)[0] == "delivered")
         assert while_browsing(push_state, first, hanako) == ("delivered", True, False)
+        assert one["round"] == 1 and shown[0]["renotify"] is True
+        # The same round again (a batch repeated after a worker crash) replaces it without alerting; the next
+        # round (a resend) alerts again.
+        sw.evaluate("(data) => self.tsunaguPush(data)", one)
+        shown = sw.evaluate(NOTIFICATIONS, one["tag"])
+        assert [(n["renotify"], n["data"]["round"]) for n in shown] == [(False, 1)]
+        sw.evaluate("(data) => self.tsunaguPush(data)", {**one, "round": 2})
+        shown = sw.evaluate(NOTIFICATIONS, one["tag"])
+        assert [(n["renotify"], n["data"]["round"]) for n in shown] == [(True, 2)]
 
         # A plain tap says it was opened (and opens the page; a test has no tap, so no window may open).
         sw.evaluate("(data) => self.tsunaguOpen(data)", one)

@@ -211,6 +211,22 @@ def test_resend_requeues_the_same_rows_with_the_next_round(org, crisis, incident
     assert Recipient.objects.filter(incident=incident).count() == 2
 
 
+def test_a_mail_sent_again_after_a_crash_has_the_same_message_id_and_a_resend_a_new_one(
+    org, crisis, incident, smtp_server, settings
+):
+    settings.DEFAULT_FROM_EMAIL = "Tsunagu <anpi@acme.example>"
+    hanako = safety_person(org, "hanako")
+    send(incident, crisis)
+    # A worker that died after the server accepted the mail and before the mark: the row is queued again.
+    Delivery.objects.filter(person=hanako, channel="email").update(state=DeliveryState.QUEUED, claimed_at=None)
+    Dispatch.objects.filter(incident=incident).update(finished_at=None)
+    services.dispatch_run(dispatch_id=Dispatch.objects.get(incident=incident).id)
+    send(incident, crisis)  # a resend: the next round
+    ids = [m["Message-ID"] for m in smtp_server.messages]
+    expected = f"<tsunagu.incident.{incident.id}.person.{hanako.id}.round.1@acme.example>"
+    assert ids == [expected, expected, expected.replace("round.1", "round.2")]
+
+
 def test_a_resend_adds_rows_for_people_new_to_the_incident(org, crisis, incident):
     first = safety_person(org, "first")
     send(incident, crisis, run=False)

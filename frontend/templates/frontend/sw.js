@@ -77,16 +77,27 @@ function actionsOf(data) {
   return Array.isArray(data && data.actions) ? data.actions.filter((a) => a && a.action && a.post).slice(0, 2) : [];
 }
 
-function show(data) {
+async function shownRound(data) {
+  // The round of the safety request already on screen under this tag, if any.
+  if (!data.tag || data.kind !== "safety") return null;
+  const shown = await self.registration.getNotifications({ tag: data.tag }).catch(() => []);
+  const rounds = shown.map((n) => n.data && n.data.round).filter((r) => r !== undefined && r !== null);
+  return rounds.length ? rounds[0] : null;
+}
+
+async function show(data) {
   // An instruction (対策指示, tag instruction-<id>) is an order from the crisis team: like a safety request it
   // stays on screen until tapped. Each has its own tag, so a second one never replaces the first.
   const instruction = /^instruction-\d+$/.test(data.tag || "");
+  // A resend or an escalation (the next round) alerts again under the same tag; the same round arriving twice
+  // (a batch repeated after a worker crashed) quietly replaces the one on screen.
+  const repeat = data.round !== undefined && (await shownRound(data)) === data.round;
   return self.registration.showNotification(data.title || "Tsunagu", {
     body: data.body || "",
     tag: data.tag || undefined,
     // A safety request stays on screen until tapped, and a resend alerts again under the same tag.
     requireInteraction: Boolean(data.requireInteraction) || instruction,
-    renotify: Boolean(data.tag && data.kind === "safety"),
+    renotify: Boolean(data.tag && data.kind === "safety") && !repeat,
     // Buttons show only their title; what each posts stays in `data`.
     actions: actionsOf(data).map((a) => ({ action: a.action, title: String(a.title || a.action) })),
     data: { ...data, url: data.url || "/" },
