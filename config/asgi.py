@@ -20,7 +20,10 @@ application = ProtocolTypeRouter(
     {
         # A burst of answers waits its turn here rather than piling onto the database pool.
         "http": HttpConcurrencyLimit(
-            django_asgi_app, limit=settings.HTTP_CONCURRENCY, wait_seconds=settings.HTTP_QUEUE_SECONDS
+            django_asgi_app,
+            limit=settings.HTTP_CONCURRENCY,
+            priority_limit=settings.HTTP_PRIORITY_CONCURRENCY,
+            wait_seconds=settings.HTTP_QUEUE_SECONDS,
         ),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

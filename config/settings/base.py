@@ -123,9 +123,12 @@ elif DB_POOL_MAX_SIZE and not DATABASES["default"]["CONN_MAX_AGE"]:
     }
 # HTTP requests one web process runs at once (config/concurrency.py); the rest wait in order, on the event loop,
 # up to HTTP_QUEUE_SECONDS, then get a 503 with Retry-After. 0 turns the limit off. Default: the database pool's
-# size less two, which the WebSocket handshakes and the board ticker use.
+# size less two, which the crisis team's lane, the WebSocket handshakes and the board ticker share.
 HTTP_CONCURRENCY = env_int("HTTP_CONCURRENCY", max(2, DB_POOL_MAX_SIZE - 2) if DB_POOL_MAX_SIZE else 0, minimum=0)
-HTTP_QUEUE_SECONDS = env_int("HTTP_QUEUE_SECONDS", 25, minimum=1, maximum=300)
+# Under a reverse proxy's usual 60 s read timeout: a queued answer is slow, not lost.
+HTTP_QUEUE_SECONDS = env_int("HTTP_QUEUE_SECONDS", 50, minimum=1, maximum=300)
+# The crisis team's own lane (instructions, sends, the board's API, JMA reports pushed in): never behind answers.
+HTTP_PRIORITY_CONCURRENCY = env_int("HTTP_PRIORITY_CONCURRENCY", 2, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, cache ---------------------------------------------------------

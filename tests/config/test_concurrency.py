@@ -123,3 +123,19 @@ async def test_websockets_healthz_and_an_off_limit_pass_straight_through() -> No
     results = await asyncio.gather(*(call(off, f"/{n}") for n in range(5)))
     assert all(r[0]["status"] == 200 for r in results)
     assert (await call(limited, "/x"))[0]["status"] == 200
+
+
+async def test_the_crisis_teams_requests_have_their_own_lane() -> None:
+    inner = SlowApp()
+    limited = HttpConcurrencyLimit(inner, limit=1, priority_limit=1, wait_seconds=0.3)
+    answers = [asyncio.create_task(call(limited, f"/acme/api/safety/answer/t{n}/")) for n in range(3)]
+    await asyncio.sleep(0.05)
+    assert (inner.inside, limited.waiting) == (1, 2)
+    instruction = asyncio.create_task(call(limited, "/acme/api/safety/incidents/7/instructions/"))
+    jma = asyncio.create_task(call(limited, "/api/jma/documents/"))
+    await asyncio.sleep(0.05)
+    assert inner.order == ["/acme/api/safety/answer/t0/", "/acme/api/safety/incidents/7/instructions/"]
+    inner.release.set()
+    results = await asyncio.gather(*answers, instruction, jma)
+    assert [r[0]["status"] for r in results] == [200, 200, 200, 200, 200]
+    assert inner.most == 2  # one in each lane
