@@ -128,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, key, scale, fmt in rows:
         a = float(base.get(key, float("nan"))) * scale
         b = float(out.get(key, float("nan"))) * scale
-        print(f"  {label:<36} {fmt.format(a):>10} {fmt.format(b):>10} {ratio(b, a):>6.2f}x")
+        r = ratio(b, a)
+        shown = "—" if math.isnan(r) else f"{r:.2f}x"
+        print(f"  {label:<36} {fmt.format(a):>10} {fmt.format(b):>10} {shown:>7}")
     for name, run in (("1 + 1", base), ("2 + 2", out)):
         for text in run.get("problems", []):
             print(f"FAIL ({name}): {text}")
