@@ -103,8 +103,10 @@ class Hub:
             await self._start()  # under the lock: a leave that stopped the hub cannot slip in between
             subscribers = self.subscribers.get(stream)
             if subscribers is None:
-                subscribers = self.subscribers[stream] = set()
+                # Joined only once the layer has it: a group_add that fails (Redis restarting) must not leave an
+                # empty entry that the next socket takes for a joined stream, without its group or its ticker.
                 await self.layer.group_add(stream, self.channel)
+                subscribers = self.subscribers[stream] = set()
                 self._ticker_join(stream)
             subscribers.add(subscriber)
 

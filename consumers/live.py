@@ -132,7 +132,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             # channel-layer receive fails (Redis restarting). Leave the hub anyway: it would keep the dead socket,
             # the person "online", and the stream's group as joined, so after Redis came back empty no socket of
             # this process would hear the stream again (issue 10, fault 2).
-            await self.disconnect(1011)
+            # Shielded: daphne cancels a dying instance again every second, and a leave cut in half would keep the
+            # socket in the hub (and the person "online") for good.
+            await asyncio.shield(self.disconnect(1011))
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "hub") or getattr(self, "_left", False):

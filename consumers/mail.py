@@ -10,6 +10,7 @@ import contextlib
 import logging
 import re
 import smtplib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
@@ -104,11 +105,16 @@ def mail_send_batch(messages: Sequence[MailMessage]) -> int:
     return sum(error is None for error in mail_send_results(messages))
 
 
-def mail_send_results(messages: Sequence[MailMessage]) -> list[str | None]:
+def mail_send_results(
+    messages: Sequence[MailMessage], *, meanwhile: Callable[[], None] | None = None, every: float = 10.0
+) -> list[str | None]:
     """Send every message over one connection; one result per message: None when the server accepted it,
-    else why it refused. A lost connection raises MailInterrupted with the messages still to send."""
+    else why it refused. A lost connection raises MailInterrupted with the messages still to send.
+    `meanwhile` is called between messages at most every `every` seconds (a sender renewing its claim: a slow
+    server must not make the batch look abandoned)."""
     if not messages:
         return []
+    last_call = time.monotonic()
     connection = get_connection()
     try:
         connection.open()
@@ -117,6 +123,9 @@ def mail_send_results(messages: Sequence[MailMessage]) -> list[str | None]:
     results: list[str | None] = []
     try:
         for index, message in enumerate(messages):
+            if meanwhile is not None and time.monotonic() - last_call >= every:
+                meanwhile()
+                last_call = time.monotonic()
             try:
                 sent = connection.send_messages([_email(message, connection)]) or 0
                 results.append(None if sent else "not sent")
@@ -175,6 +184,12 @@ def mail_for_people(
 
 
 def message_id_for(*parts: object) -> str:
-    """A stable Message-ID from `parts` (e.g. incident, person, round), on the sender's domain."""
+    """A Message-ID that is the same whenever it is made from the same `parts` (the incident, its creation time,
+    the person, the round: a copy sent again after a crash), on the sender's domain. It is a keyed hash: it shows
+    no ids, and another installation, or this one restored from a backup (whose ids start again), never makes
+    the same one, which a mail system that drops duplicate Message-IDs would otherwise take for a copy."""
+    from django.utils.crypto import salted_hmac
+
     domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2].strip(" >") or "localhost"
-    return "<tsunagu." + ".".join(str(p) for p in parts) + "@" + domain + ">"
+    digest = salted_hmac("tsunagu.message-id", "|".join(str(p) for p in parts), algorithm="sha256").hexdigest()
+    return f"<{digest[:40]}@{domain}>"

@@ -712,6 +712,7 @@ def _send_push(dispatch: Dispatch, rows: Sequence[Delivery], pusher: PushSession
     _record_sent(partial(_push_outcomes_mark, rows, subscriptions, outcomes), claim)
 
 
+@transaction.atomic  # all or nothing: _record_sent may run it again after the database came back
 def _push_outcomes_mark(
     rows: Sequence[Delivery], subscriptions: Sequence[tuple[Any, ...]], outcomes: Sequence[PushOutcome]
 ) -> None:
@@ -777,13 +778,17 @@ def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
                 body=body,
                 language=person.language,
                 private=tuple(private),
-                message_id=message_id_for("incident", incident.id, "person", person.id, "round", row.round),
+                message_id=message_id_for(incident.id, incident.created_at.isoformat(), person.id, row.round),
             )
         )
         sendable.append(row)
     _mark_failed(unreachable)
     try:
-        results = mail_send_results(messages)
+        results = mail_send_results(
+            messages,
+            meanwhile=partial(_renew, dispatch, sendable, claim),
+            every=settings.SAFETY_CLAIM_STALE_SECONDS / 3,
+        )
     except MailInterrupted as exc:
         done = len(sendable) - len(exc.remaining)
         _record_sent(partial(_mark, sendable[:done], DeliveryState.SENT), claim)
@@ -792,6 +797,7 @@ def _send_mail(dispatch: Dispatch, rows: Sequence[Delivery]) -> None:
     _record_sent(partial(_mail_results_mark, sendable, results), claim)
 
 
+@transaction.atomic  # all or nothing: _record_sent may run it again after the database came back
 def _mail_results_mark(sendable: Sequence[Delivery], results: Sequence[str | None]) -> None:
     _mark([r for r, error in zip(sendable, results, strict=True) if error is None], DeliveryState.SENT)
     _mark_failed([(r, error) for r, error in zip(sendable, results, strict=True) if error is not None])

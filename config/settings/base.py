@@ -176,6 +176,8 @@ if CHANNEL_REDIS_URLS:
                 "pool_class": "redis.BlockingConnectionPool",
                 "max_connections": 100,
                 "timeout": 10,
+                # An unreachable Redis costs a request 2 s, not redis-py's 5 (rate limits fail open for answers).
+                "socket_connect_timeout": 2,
             },
         }
     }
@@ -418,9 +420,10 @@ SAFETY_DISPATCH_BATCH = env_int("SAFETY_DISPATCH_BATCH", 200, minimum=1, maximum
 # mail batch: a batch costs a few database round trips, and a crash repeats at most one batch of pushes, each
 # with the same tag and Topic, so a phone still shows one notification.
 SAFETY_PUSH_BATCH = env_int("SAFETY_PUSH_BATCH", 1000, minimum=1, maximum=10000)
-# Tasks started for each send: they share its rows (each claims its own batches), so a large send uses several
-# worker children at once. 1 sends from one child.
-SAFETY_DISPATCH_RUNNERS = env_int("SAFETY_DISPATCH_RUNNERS", 2, minimum=1, maximum=16)
+# Tasks started for each send: they share its rows (each claims its own batches), so a large send can use several
+# worker children at once. More than 1 only with children to spare: a send that holds every child makes the next
+# JMA decision, the outbox relay and the scans wait for it.
+SAFETY_DISPATCH_RUNNERS = env_int("SAFETY_DISPATCH_RUNNERS", 1, minimum=1, maximum=16)
 # A send whose worker has not reported for this long is taken over by the scan (a dead worker's).
 SAFETY_CLAIM_STALE_SECONDS = env_int("SAFETY_CLAIM_STALE_SECONDS", 30, minimum=5)
 # How often beat scans the database for stalled sends and due end notices.

@@ -411,3 +411,40 @@ def test_hub_joins_its_groups_again_before_receiving_after_the_layer_failed() ->
     calls = asyncio.run(scenario())
     after_failure = calls[calls.index("receive") + 1 :]
     assert after_failure[:2] == ["add org.1", "receive"], calls
+
+
+def test_a_join_whose_group_add_fails_leaves_nothing_behind_and_the_next_join_adds_the_group() -> None:
+    from consumers.hub import Hub
+
+    class _AddFailsOnce(_FlakyLayer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.failures = 0
+            self.add_failures = 1
+
+        async def group_add(self, group: str, channel: str) -> None:
+            self.calls.append(f"add {group}")
+            if self.add_failures:
+                self.add_failures -= 1
+                raise ConnectionError("Connection closed by server.")
+
+    async def scenario() -> tuple[list[str], bool, set[Any]]:
+        layer = _AddFailsOnce()
+        hub = Hub(layer)
+        first, second = _Socket(), _Socket()
+        try:
+            await hub.join("org.1", first)
+        except ConnectionError:
+            pass
+        else:
+            raise AssertionError("the failing group_add was swallowed")
+        left_behind = "org.1" in hub.subscribers
+        await hub.join("org.1", second)
+        joined = set(hub.subscribers.get("org.1", set()))
+        await hub.leave("org.1", second)
+        return layer.calls, left_behind, joined
+
+    calls, left_behind, joined = asyncio.run(scenario())
+    assert not left_behind
+    assert calls.count("add org.1") == 2, calls  # the second join added the group the first could not
+    assert len(joined) == 1

@@ -4,6 +4,7 @@ later: the administrators' link when an incident opens, and the end notice."""
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext
 
 from config.errors import ApplicationError
+from consumers.mail import message_id_for
 from consumers.models import PushSubscription
 from directory.models import Role
 from safety import selectors, services
@@ -222,9 +224,14 @@ def test_a_mail_sent_again_after_a_crash_has_the_same_message_id_and_a_resend_a_
     Dispatch.objects.filter(incident=incident).update(finished_at=None)
     services.dispatch_run(dispatch_id=Dispatch.objects.get(incident=incident).id)
     send(incident, crisis)  # a resend: the next round
-    ids = [m["Message-ID"] for m in smtp_server.messages]
-    expected = f"<tsunagu.incident.{incident.id}.person.{hanako.id}.round.1@acme.example>"
-    assert ids == [expected, expected, expected.replace("round.1", "round.2")]
+    first, again, resend = (m["Message-ID"] for m in smtp_server.messages)
+    assert first == again != resend
+    for message_id in (first, resend):
+        assert re.fullmatch(r"<[0-9a-f]{40}@acme\.example>", message_id), message_id  # a hash: no ids shown
+    # Another installation (another SECRET_KEY), or this one restored with its ids starting again (another
+    # incident created at another time), never makes the same Message-ID.
+    settings.SECRET_KEY = "another-installation-" + "k" * 40
+    assert message_id_for(incident.id, incident.created_at.isoformat(), hanako.id, 1) != first
 
 
 def test_a_resend_adds_rows_for_people_new_to_the_incident(org, crisis, incident):
@@ -650,3 +657,23 @@ def test_managers_are_notified_when_a_later_send_reaches_their_subtree(
     with django_capture_on_commit_callbacks(execute=True):
         send(incident, crisis, {"mode": "filter", "department_ids": [tree.plant.id]}, run=False)
     assert mail_recipients(smtp_server.messages) == sorted([sales_manager.email, plant_manager.email])
+
+
+def test_a_slow_mail_batch_keeps_renewing_its_claim(org, crisis, incident, smtp_server, settings, monkeypatch):
+    """Without renewal a batch slower than SAFETY_CLAIM_STALE_SECONDS looks abandoned, and the scan (or a second
+    runner) would mail it again while it is still being sent."""
+    people = [safety_person(org, f"m{n}") for n in range(3)]
+    dispatch = send(incident, crisis, run=False)
+    renewed: list[set[int]] = []
+    real_touch = services._touch
+
+    def touch(dispatch_, rows):
+        renewed.append({r.person_id for r in rows})
+        real_touch(dispatch_, rows)
+
+    monkeypatch.setattr(services, "_touch", touch)
+    settings.SAFETY_CLAIM_STALE_SECONDS = 0  # renew before every message
+    services.dispatch_run(dispatch_id=dispatch.id)
+    mail_renewals = [r for r in renewed if r == {p.id for p in people}]
+    assert len(mail_renewals) >= 3, renewed  # once per message of the one mail batch
+    assert sorted(mail_recipients(smtp_server.messages)) == sorted(p.email for p in people)

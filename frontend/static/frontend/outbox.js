@@ -24,7 +24,9 @@
   const DB_NAME = "tsunagu";
   const STORE = "outbox";
   const TAG = "tsunagu-outbox";  // Web Lock name, Background Sync tag and BroadcastChannel name
-  const TIMEOUT_MS = 30000;      // a post that hangs on a bad network must not hold the lock for ever
+  // A post that hangs on a bad network must not hold the lock for ever; but in a burst the server queues a
+  // request for up to HTTP_QUEUE_SECONDS (50 s) before it answers 503 with Retry-After: wait longer than that.
+  const TIMEOUT_MS = 65000;
 
   let dbPromise = null;
   let running = null;            // the flush under way in this page or worker
