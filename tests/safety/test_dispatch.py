@@ -5,6 +5,7 @@ later: the administrators' link when an incident opens, and the end notice."""
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from datetime import timedelta
 from typing import Any
@@ -230,7 +231,9 @@ def test_a_mail_sent_again_after_a_crash_has_the_same_message_id_and_a_resend_a_
         assert re.fullmatch(r"<[0-9a-f]{40}@acme\.example>", message_id), message_id  # a hash: no ids shown
     # Another installation (another SECRET_KEY), or this one restored with its ids starting again (another
     # incident created at another time), never makes the same Message-ID.
-    settings.SECRET_KEY = "another-installation-" + "k" * 40
+    restored_at = (incident.created_at + timedelta(days=30)).isoformat()
+    assert message_id_for(incident.id, restored_at, hanako.id, 1) != first
+    settings.SECRET_KEY = secrets.token_urlsafe(50)  # another installation
     assert message_id_for(incident.id, incident.created_at.isoformat(), hanako.id, 1) != first
 
 
