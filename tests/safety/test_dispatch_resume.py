@@ -20,17 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -39,7 +36,8 @@ from safety.models import Channel, Delivery, DeliveryState, Dispatch, Incident, 
 from safety.tokens import AnswerLink, answer_token_read
 from tests.conftest import SmtpServer
 from tests.pushservice import LocalPushService
-from tests.services import ROOT, require_postgres, require_redis, subprocess_env
+from tests.resilience.instances import CeleryProcess, redis_database, redis_flush
+from tests.services import require_postgres, require_redis, subprocess_env
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -55,74 +53,18 @@ RESUME_WITHIN = 60.0  # the issue's promise: resumed within a minute
 BROKER_DB = 12
 
 
-def broker_url(redis_url: str) -> str:
-    parts = urlsplit(redis_url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{BROKER_DB}", parts.query, parts.fragment))
-
-
-def redis_flush(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-class Service:
-    """A celery process in its own process group (a prefork worker's children die with it). Its output goes to
-    a temporary file, read back to wait for a line; nothing can fill a pipe and block the process."""
-
-    def __init__(self, label: str, argv: list[str], env: dict[str, str], output: IO[bytes]) -> None:
-        self.label = label
-        self.output = output
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def text(self) -> str:
-        self.output.flush()
-        self.output.seek(0)
-        return self.output.read().decode(errors="replace")
-
-    def failure(self, what: str) -> str:
-        return f"{self.label}: {what}\n--- last output:\n{self.text()[-5000:]}"
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self.text())
-            if match:
-                return match
-            if self.proc.poll() is not None:
-                raise AssertionError(self.failure(f"exited with {self.proc.returncode} before {pattern!r}"))
-            if time.monotonic() > deadline:
-                raise AssertionError(self.failure(f"no line matching {pattern!r} within {timeout:g} s"))
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group, as when the machine or container running the worker dies."""
-        if self.proc.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-
 @contextmanager
-def running(label: str, args: list[str], env: dict[str, str]) -> Iterator[Service]:
+def running(label: str, args: list[str], env: dict[str, str]) -> Iterator[CeleryProcess]:
     """`celery -A config <args>`, killed (with its children) on the way out."""
-    argv = [str(Path(sys.executable).parent / "celery"), "-A", "config", *args]
-    with tempfile.TemporaryFile() as output:
-        service = Service(label, argv, env, output)
+    with tempfile.TemporaryDirectory() as directory:
+        process = CeleryProcess(label, args, env, Path(directory) / f"{label}.log")
         try:
-            yield service
+            yield process
         finally:
-            service.kill()
+            process.kill()
 
 
-def worker(stack: ExitStack, label: str, env: dict[str, str]) -> Service:
+def worker(stack: ExitStack, label: str, env: dict[str, str]) -> CeleryProcess:
     # Prefork with one child, as production runs it; no gossip, mingle or heartbeat, which only add broadcasts.
     node = f"{label}-{os.getpid()}@localhost"
     options = ["-l", "info", "-c", "1", "-P", "prefork", "-n", node]
@@ -182,7 +124,7 @@ def test_killed_worker_leaves_one_delivery_per_person_and_channel_once_the_scan_
     smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     require_postgres()
-    broker = broker_url(require_redis())
+    broker = redis_database(require_redis(), BROKER_DB)
     redis_flush(broker)
 
     from consumers.models import PushSubscription
